@@ -1,0 +1,60 @@
+"""tf.data pipelines: dtypes, shapes, right padding, split hygiene, reproducibility."""
+
+import numpy as np
+import pytest
+
+from mmkeras.data import PairedData, PairedSplit, make_datasets, make_text_vectorizer, vectorize
+
+
+def test_pipeline_dtypes_and_shapes(tiny_datasets):
+    features, labels = next(iter(tiny_datasets.train))
+    assert set(features) == {"image", "text"}
+    assert features["image"].dtype.name == "uint8" and tuple(features["image"].shape[1:]) == (16, 16, 3)
+    assert features["text"].dtype.name == "int32" and features["text"].shape[1] == 10
+    assert labels.dtype.name == "int64" and features["image"].shape[0] == 32
+    kw = tiny_datasets.model_kwargs()
+    assert kw["num_classes"] == 6 and kw["image_shape"] == (16, 16, 3) and kw["sequence_length"] == 10
+
+
+def test_text_is_right_padded():
+    v = make_text_vectorizer(["a red ball", "the blue cube is big"], vocab_size=20, sequence_length=6)
+    ids = vectorize(v, ["red ball", "zzz", ""])
+    assert ids[0, 0] > 1 and ids[0, 1] > 1 and (ids[0, 2:] == 0).all()
+    assert ids[1, 0] == 1 and (ids[2] == 0).all()
+
+
+def test_validation_from_train_never_test(synthetic_data):
+    ds = make_datasets(synthetic_data, batch_size=16, vocab_size=50, sequence_length=8,
+                       validation_fraction=0.25, seed=3)
+    assert ds.size("train") + ds.size("validation") == len(synthetic_data.train)
+    assert ds.size("test") == len(synthetic_data.test)
+    train_imgs = {x.tobytes() for x in synthetic_data.train.image}
+    assert all(x.tobytes() in train_imgs for x in ds.arrays["validation"][0]["image"])
+
+
+def test_vectorizer_adapted_on_train_only(synthetic_data):
+    test = PairedSplit(synthetic_data.test.image, np.full(len(synthetic_data.test), "unseenword " * 3),
+                       synthetic_data.test.label)  # words only in test must map to [UNK]
+    data = PairedData(synthetic_data.train, test, synthetic_data.class_names)
+    ds = make_datasets(data, batch_size=16, vocab_size=50, sequence_length=8, seed=0)
+    assert "unseenword" not in ds.vectorizer.get_vocabulary()
+    assert (ds.arrays["test"][0]["text"][:, 0] == 1).all()
+
+
+def test_same_seed_same_batches(synthetic_data):
+    def first_batch(seed):
+        ds = make_datasets(synthetic_data, batch_size=16, vocab_size=50, sequence_length=8, seed=seed)
+        f, y = next(iter(ds.train))
+        return y.numpy(), ds.arrays["validation"][1]
+
+    a, b, c = first_batch(5), first_batch(5), first_batch(6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("kwargs, received", [(dict(batch_size=0), "batch_size=0"),
+                                              (dict(validation_fraction=1.0), "1.0"),
+                                              (dict(vocab_size=2), "vocab_size=2")])
+def test_bad_arguments(synthetic_data, kwargs, received):
+    with pytest.raises(ValueError, match=received):
+        make_datasets(synthetic_data, **kwargs)
