@@ -3,6 +3,11 @@
 __version__ = "0.1.0"
 
 from mmkeras.registry import create_model, list_models, model_family, register_model  # noqa: E402
-from mmkeras import layers  # noqa: E402,F401  (registers the custom layers)
+# Importing these registers the custom layers and the model builders.
+from mmkeras import layers  # noqa: E402,F401
+from mmkeras import branches  # noqa: E402,F401
+from mmkeras import fusion  # noqa: E402,F401
+from mmkeras import models  # noqa: E402,F401
+from mmkeras.models import build_fused, build_unimodal  # noqa: E402
 
-__all__ = ["create_model", "list_models", "model_family", "register_model", "__version__"]
+__all__ = ["build_fused", "build_unimodal", "create_model", "list_models", "model_family", "register_model", "__version__"]

@@ -14,7 +14,8 @@ OUTPUT = "label"
 def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None):
     """Recommended `compile` keyword arguments for an mmkeras model (any set of heads)."""
     outputs = list(model.output.keys()) if isinstance(model.output, dict) else [OUTPUT]
-    aux_loss_weights = aux_loss_weights or {}
+    # build_fused records the weights it was given; explicit arguments win.
+    aux_loss_weights = {**getattr(model, "aux_loss_weights", {}), **(aux_loss_weights or {})}
     return dict(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss={k: "sparse_categorical_crossentropy" for k in outputs},
@@ -29,11 +30,10 @@ def compile_model(model, **kwargs):
 
 
 def select_inputs(model, features):
-    """The subset of a features dict that `model` takes (unimodal models take one key).
+    """The subset of a features dict that `model` takes, matched by input name.
 
-    Keras routes a dict with extra keys into a single-input model by position (keras
-    issue #23258); our models have dict inputs, which are matched by name, and this drops
-    the unused key so no warning is raised either.
+    mmkeras models take both keys; a user's own model with fewer inputs gets only its
+    own, never another key by position (keras issue #23258).
     """
     names = list(model.input.keys()) if isinstance(model.input, dict) else [model.input.name]
     missing = [n for n in names if n not in features]
@@ -58,7 +58,7 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", **fit_kwargs)
     stats: train_seconds and train_samples_per_second (wall clock, all epochs).
     Any Keras callbacks may be passed.
     """
-    if not model.optimizer:
+    if getattr(model, "optimizer", None) is None:
         compile_model(model)
     train, val = _route(model, datasets.train), _route(model, datasets.validation)
     start = time.perf_counter()

@@ -1,0 +1,83 @@
+"""What every fusion layer shares: argument checks, input-shape checks, mask handling."""
+
+import numbers
+
+import keras
+
+
+def check_positive_int(name, value):
+    """Returns `value` as an int, or raises if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received {name}={value!r}")
+    return int(value)
+
+
+def check_optional_positive_int(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive int or None. Received {name}={value!r}")
+    return int(value)
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received {name}={value!r}")
+    return value
+
+
+def check_rate(name, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= value < 1.0
+    ):
+        raise ValueError(f"`{name}` must be a float in [0, 1). Received {name}={value!r}")
+    return float(value)
+
+
+class FusionLayer(keras.layers.Layer):
+    """Base for layers that merge two modalities given as a list `[first, second]`.
+
+    Subclasses declare `input_layout`: for each input, its name and the names of its
+    axes. `split_input_shapes` checks a received shape against it, so a wrong wiring
+    fails at build time with a message that says what was expected.
+    """
+
+    input_layout = (("image", ("batch", "features")), ("text", ("batch", "features")))
+
+    def split_input_shapes(self, input_shape):
+        """Validates `input_shape` against `input_layout`; returns one tuple per input."""
+        expected = ", ".join(f"{name} ({', '.join(axes)})" for name, axes in self.input_layout)
+        shapes = _as_shape_list(input_shape)
+        ok = shapes is not None and len(shapes) == len(self.input_layout)
+        if ok:
+            for shape, (_, axes) in zip(shapes, self.input_layout):
+                # The feature axis sizes weights, so it must be known.
+                ok = ok and len(shape) == len(axes) and shape[-1] is not None
+        if not ok:
+            raise ValueError(
+                f"`{type(self).__name__}` expects a list of inputs [{expected}] with a known "
+                f"last axis. Received input shapes: {input_shape}"
+            )
+        return shapes
+
+    def compute_mask(self, inputs, mask=None):
+        # Masks are consumed here: no output keeps a timestep axis to mask. Overriding
+        # this also declares masking support, so Keras passes masks in without warning.
+        return None
+
+
+def _as_shape_list(input_shape):
+    if not isinstance(input_shape, (list, tuple)) or not input_shape:
+        return None
+    if not all(isinstance(shape, (list, tuple)) for shape in input_shape):
+        return None
+    return [tuple(shape) for shape in input_shape]
+
+
+def split_masks(mask, count=2):
+    """Keras passes `mask` as None or as a list parallel to the inputs."""
+    if mask is None:
+        return (None,) * count
+    return tuple(mask)

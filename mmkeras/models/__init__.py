@@ -1,0 +1,7 @@
+"""Model composers and the registered presets."""
+
+from mmkeras.models.builders import build_fused, build_unimodal
+from mmkeras.models.transfer import freeze_prefix, transfer_weights
+from mmkeras.models import zoo  # noqa: F401  (registers the presets)
+
+__all__ = ["build_fused", "build_unimodal", "freeze_prefix", "transfer_weights"]

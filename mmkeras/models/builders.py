@@ -1,0 +1,134 @@
+"""Generic composers: `build_fused` for image+text models, `build_unimodal` for one modality.
+
+Registered models are thin presets over these. Layer names are deterministic and carry
+the part they belong to (`image_*`, `text_*`, `fusion_*`, `head_*`), which is what lets
+`image_init=` / `text_init=` copy a branch between models by name.
+"""
+
+import keras
+
+from mmkeras import branches
+from mmkeras import fusion as fusion_layers
+from mmkeras.models.transfer import freeze_prefix, transfer_weights
+
+MODALITIES = ("image", "text")
+
+
+def _check_common(num_classes, image_shape, vocab_size, sequence_length):
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an int >= 2. Received num_classes={num_classes!r}.")
+    if image_shape is not None and (len(tuple(image_shape)) != 3 or tuple(image_shape)[-1] != 3):
+        raise ValueError(f"`image_shape` must be (height, width, 3). Received image_shape={image_shape!r}.")
+    if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 3):
+        raise ValueError(f"`vocab_size` must be an int >= 3. Received vocab_size={vocab_size!r}.")
+    if sequence_length is not None and (not isinstance(sequence_length, int) or sequence_length < 1):
+        raise ValueError(f"`sequence_length` must be a positive int. Received sequence_length={sequence_length!r}.")
+
+
+def _inputs(image_shape, sequence_length):
+    """The two named inputs; a size left as None accepts any size (unimodal models)."""
+    image = keras.Input(shape=tuple(image_shape or (None, None, 3)), dtype="float32", name="image")
+    text = keras.Input(shape=(sequence_length,), dtype="int32", name="text")
+    return image, text
+
+
+def _head(x, num_classes, head_units, dropout, name="label"):
+    for i, units in enumerate(head_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # The softmax runs in float32 even under mixed precision, for a stable loss.
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=name)(x)
+
+
+def _init_and_freeze(model, init, freeze, prefix):
+    if init is not None:
+        transfer_weights(init, model, prefix)
+    if freeze:
+        freeze_prefix(model, prefix)
+
+
+def build_unimodal(*, modality, branch, num_classes, image_shape=(32, 32, 3), vocab_size=None,
+                   sequence_length=None, branch_config=None, head_units=(128,), dropout=0.0,
+                   name=None):
+    """An image-only or text-only classifier with inputs {"image", "text"} and output {"label"}.
+
+    It takes the same paired batches as fused models and ignores the other modality: both
+    inputs are declared, so Keras matches every key by name in every path (call, fit,
+    predict, export). A single-input model would be fed a paired dict by position (keras
+    issue #23258: an image batch arriving at the text input).
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"Unknown modality {modality!r}; expected one of: {', '.join(MODALITIES)}.")
+    _check_common(num_classes, image_shape, vocab_size, sequence_length)
+    if modality == "text" and (vocab_size is None or sequence_length is None):
+        raise ValueError("A text model needs `vocab_size` and `sequence_length`. "
+                         f"Received vocab_size={vocab_size!r}, sequence_length={sequence_length!r}.")
+    image, text = _inputs(image_shape, sequence_length)
+    if modality == "image":
+        feats = branches.image_branch(branch, image, **(branch_config or {}))
+    else:
+        feats = branches.text_branch(branch, text, vocab_size=vocab_size,
+                                     sequence_length=sequence_length, **(branch_config or {}))
+    outputs = {"label": _head(feats.vector, num_classes, head_units, dropout)}
+    return keras.Model({"image": image, "text": text}, outputs, name=name or f"{modality}_{branch}")
+
+
+def build_fused(*, image_branch="simple_cnn", text_branch="lstm", fusion="concat", num_classes,
+                image_shape=(32, 32, 3), vocab_size, sequence_length, image_config=None,
+                text_config=None, fusion_config=None, head_units=(128,), dropout=0.0,
+                aux_loss_weights=None, image_init=None, text_init=None, freeze_image=False,
+                freeze_text=False, name=None):
+    """Compose an image branch, a text branch, a fusion layer and a softmax head.
+
+    aux_loss_weights: e.g. {"image_label": 0.3, "text_label": 0.3} adds unimodal auxiliary
+    heads (multitask); the main output stays "label", which inference and export use.
+    image_init / text_init: a trained model (or .keras path) whose `image_*` / `text_*`
+    layers are copied in; freeze_image / freeze_text keep them fixed.
+    """
+    _check_common(num_classes, image_shape, vocab_size, sequence_length)
+    _check_fusion_name(fusion)
+    aux_loss_weights = dict(aux_loss_weights or {})
+    bad = sorted(set(aux_loss_weights) - {"image_label", "text_label"})
+    if bad:
+        raise ValueError(f"Unknown auxiliary head(s) {bad}. Received aux_loss_weights={aux_loss_weights}; "
+                         "allowed keys: image_label, text_label.")
+    image, text = _inputs(image_shape, sequence_length)
+    txt = branches.text_branch(text_branch, text, vocab_size=vocab_size,
+                               sequence_length=sequence_length, **(text_config or {}))
+    kind = fusion_layers.FUSION_INPUTS[fusion]
+    layer = fusion_layers.get_fusion(fusion, name=f"fusion_{fusion}", **(fusion_config or {}))
+    if fusion == "early":
+        # Data-level fusion: text channels join the pixels before the CNN.
+        pixels = keras.layers.Rescaling(1.0 / 255.0, name="image_rescale")(image)
+        img = branches.image_branch(image_branch, layer([pixels, txt.vector]), rescale=False,
+                                    **(image_config or {}))
+        fused = img.vector
+    else:
+        img = branches.image_branch(image_branch, image, **(image_config or {}))
+        if kind == "vectors":
+            fused = layer([img.vector, txt.vector])
+        elif kind == "map_vector":
+            x = layer([img.feature_map, txt.vector])
+            channels = img.feature_map.shape[-1]
+            x = keras.layers.Conv2D(channels, 1, activation="relu", name="fusion_conv")(x)
+            fused = keras.layers.GlobalAveragePooling2D(name="fusion_pool")(x)
+        else:  # sequence_map: text tokens against image regions, masked
+            fused = layer([txt.sequence, img.feature_map], mask=[txt.mask, None])
+    outputs = {"label": _head(fused, num_classes, head_units, dropout)}
+    for key, vector in (("image_label", img.vector), ("text_label", txt.vector)):
+        if key in aux_loss_weights:
+            outputs[key] = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                              name=f"head_aux_{key.split('_')[0]}")(vector)
+    model = keras.Model({"image": image, "text": text}, outputs,
+                        name=name or f"{fusion}_{image_branch}_{text_branch}")
+    _init_and_freeze(model, image_init, freeze_image, "image")
+    _init_and_freeze(model, text_init, freeze_text, "text")
+    model.aux_loss_weights = aux_loss_weights
+    return model
+
+
+def _check_fusion_name(name):
+    if name not in fusion_layers.FUSIONS:
+        raise ValueError(f"Unknown fusion {name!r}. Received fusion={name!r}; expected one of: "
+                         f"{', '.join(fusion_layers.FUSIONS)}.")

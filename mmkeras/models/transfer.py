@@ -1,0 +1,47 @@
+"""Copy a branch's weights between models by layer name, and freeze a branch."""
+
+import keras
+
+
+def _load(source):
+    if isinstance(source, keras.Model):
+        return source
+    if isinstance(source, str):
+        return keras.models.load_model(source)
+    raise ValueError(f"An init source must be a keras.Model or a .keras path. Received {type(source).__name__}.")
+
+
+def _prefixed(model, prefix):
+    return {l.name: l for l in model.layers if l.name.startswith(prefix + "_") and l.weights}
+
+
+def transfer_weights(source, target, prefix):
+    """Copy weights of the `prefix_*` layers of `source` into the same-named layers of `target`.
+
+    Returns the copied layer names. Raises if no layer matches or a shape disagrees, so a
+    silent no-op (the wrong branch type, say) cannot happen.
+    """
+    source = _load(source)
+    src, dst = _prefixed(source, prefix), _prefixed(target, prefix)
+    common = sorted(set(src) & set(dst))
+    if not common:
+        raise ValueError(
+            f"No '{prefix}_*' layer of model '{source.name}' matches one of model '{target.name}'. "
+            f"Source has {sorted(src)[:8]}, target has {sorted(dst)[:8]}: build both with the same "
+            f"{prefix} branch and options."
+        )
+    for name in common:
+        s, d = src[name].get_weights(), dst[name].get_weights()
+        shapes = ([w.shape for w in s], [w.shape for w in d])
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"Layer '{name}': weight shapes differ, source {shapes[0]} vs target {shapes[1]}.")
+        dst[name].set_weights(s)
+    return common
+
+
+def freeze_prefix(model, prefix):
+    """Make every `prefix_*` layer non-trainable (recompile afterwards)."""
+    frozen = [l.name for l in model.layers if l.name.startswith(prefix + "_")]
+    for name in frozen:
+        model.get_layer(name).trainable = False
+    return frozen

@@ -1,0 +1,101 @@
+"""The composers: every fusion family wires up, transfer between models, multitask heads."""
+
+import numpy as np
+import pytest
+
+import keras
+
+import mmkeras
+from mmkeras import fusion, training
+from mmkeras.models import build_fused, freeze_prefix, transfer_weights
+
+KW = dict(num_classes=3, image_shape=(16, 16, 3), vocab_size=30, sequence_length=8)
+
+
+def batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    text = rng.integers(2, 30, size=(n, 8)).astype("int32")
+    text[:, 5:] = 0
+    return ({"image": rng.integers(0, 256, (n, 16, 16, 3)).astype("float32"), "text": text},
+            rng.integers(0, 3, n).astype("int64"))
+
+
+def test_every_fusion_family_has_a_registered_model():
+    for name in fusion.FUSIONS:
+        assert mmkeras.list_models(f"{name}_*") or name == "concat"
+    assert mmkeras.list_models("*_resnet_*")
+
+
+def test_unknown_fusion_and_branch():
+    with pytest.raises(ValueError, match="fusion='gated'") as err:
+        build_fused(fusion="gated", **KW)
+    assert "gmu" in str(err.value)
+    with pytest.raises(ValueError, match="alexnet"):
+        build_fused(image_branch="alexnet", **KW)
+
+
+def test_transfer_copies_branch_and_freezes():
+    keras.utils.set_random_seed(0)
+    image_model = mmkeras.create_model("seed_image", **KW)
+    text_model = mmkeras.create_model("seed_text", **KW)
+    fused = mmkeras.create_model("seed_concat", **KW, image_init=image_model, text_init=text_model,
+                                 freeze_image=True)
+    for prefix, src in (("image", image_model), ("text", text_model)):
+        names = [l.name for l in src.layers if l.name.startswith(prefix + "_") and l.weights]
+        assert names
+        for n in names:
+            for a, b in zip(src.get_layer(n).get_weights(), fused.get_layer(n).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    # Frozen image branch stays fixed through training; the text branch moves.
+    before = {n: [w.copy() for w in fused.get_layer(n).get_weights()] for n in ("image_conv", "text_lstm")}
+    training.compile_model(fused)
+    x, y = batch()
+    for _ in range(3):
+        fused.train_on_batch(x, {"label": y})
+    assert all(np.array_equal(a, b) for a, b in zip(before["image_conv"], fused.get_layer("image_conv").get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(before["text_lstm"], fused.get_layer("text_lstm").get_weights()))
+
+
+def test_transfer_from_keras_file(tmp_path):
+    image_model = mmkeras.create_model("seed_image", **KW)
+    path = str(tmp_path / "img.keras")
+    image_model.save(path)
+    fused = mmkeras.create_model("seed_concat", **KW, image_init=path)
+    np.testing.assert_array_equal(fused.get_layer("image_conv").get_weights()[0],
+                                  image_model.get_layer("image_conv").get_weights()[0])
+
+
+def test_transfer_mismatch_is_an_error():
+    resnet_image = mmkeras.create_model("image_resnet", **KW)
+    with pytest.raises(ValueError, match="No 'image_\\*' layer"):
+        transfer_weights(resnet_image, mmkeras.create_model("seed_concat", **KW), "image")
+
+
+def test_multitask_heads_train_jointly():
+    keras.utils.set_random_seed(0)
+    model = mmkeras.create_model("gmu_cnn_lstm", **KW,
+                                 aux_loss_weights={"image_label": 0.3, "text_label": 0.2})
+    assert set(model.output) == {"label", "image_label", "text_label"}
+    settings = training.compile_settings(model, aux_loss_weights=model.aux_loss_weights)
+    assert settings["loss_weights"] == {"label": 1.0, "image_label": 0.3, "text_label": 0.2}
+    model.compile(**settings)
+    x, y = batch(16)
+    ys = {k: y for k in model.output}
+    first = model.train_on_batch(x, ys, return_dict=True)
+    for _ in range(15):
+        last = model.train_on_batch(x, ys, return_dict=True)
+    assert last["loss"] < first["loss"]
+    # Inference uses the fused head.
+    assert training.predict_proba(model, x).shape == (16, 3)
+
+
+def test_bad_aux_head():
+    with pytest.raises(ValueError, match="audio_label"):
+        build_fused(aux_loss_weights={"audio_label": 1.0}, **KW)
+
+
+def test_freeze_prefix_lists_layers():
+    model = mmkeras.create_model("seed_concat", **KW)
+    frozen = freeze_prefix(model, "text")
+    assert frozen and all(not model.get_layer(n).trainable for n in frozen)
+    assert model.get_layer("image_conv").trainable
