@@ -111,3 +111,27 @@ def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=24,
         list(data.class_names), data.image_shape, len(vectorizer.get_vocabulary()),
         sequence_length, arrays,
     )
+
+
+def with_modality_dropout(dataset, rate, seed=0):
+    """Blank one modality for a fraction `rate` of training examples (half image, half text).
+
+    A blanked image is all zeros; a blanked caption is all padding (the models read it as
+    one [UNK] token). Trains a model to cope when a modality is missing at test time.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"`rate` must lie in [0, 1]. Received rate={rate}.")
+    if rate == 0:
+        return dataset
+    generator = tf.random.Generator.from_seed(seed)
+
+    def blank(features, labels):
+        n = tf.shape(features["text"])[0]
+        u = generator.uniform([n])
+        drop_image = u < rate / 2
+        drop_text = tf.logical_and(u >= rate / 2, u < rate)
+        image = tf.where(drop_image[:, None, None, None], tf.zeros_like(features["image"]), features["image"])
+        text = tf.where(drop_text[:, None], tf.zeros_like(features["text"]), features["text"])
+        return {**features, "image": image, "text": text}, labels
+
+    return dataset.map(blank, num_parallel_calls=1).prefetch(AUTOTUNE)

@@ -1,0 +1,36 @@
+"""python -m mmkeras.bench --data {cifar10,cifar100,synthetic,DIR} --models PATTERN ..."""
+
+import argparse
+
+from mmkeras.bench.runner import BenchConfig, run
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m mmkeras.bench", description=__doc__)
+    p.add_argument("--data", default="cifar10", help="cifar10, cifar100, synthetic, or a paired-format DIR")
+    p.add_argument("--models", default="seed_*", help="wildcard over registered models, e.g. '*', 'gmu_*'")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
+    p.add_argument("--modality-dropout", type=float, default=0.0)
+    p.add_argument("--export", action="store_true", help="export the best model as a SavedModel")
+    p.add_argument("--image-init", default=None, help=".keras model whose image branch warm-starts fused models")
+    p.add_argument("--text-init", default=None, help=".keras model whose text branch warm-starts fused models")
+    p.add_argument("--tensorboard", default=None, help="write TensorBoard logs for every model here")
+    p.add_argument("--vocab-size", type=int, default=2000)
+    p.add_argument("--sequence-length", type=int, default=24)
+    args = p.parse_args(argv)
+    return BenchConfig(**{k: v for k, v in vars(args).items()})
+
+
+def main(argv=None):
+    config = parse_args(argv)
+    run(config)
+    with open(f"{config.out}/results.md", encoding="utf-8") as f:
+        print(f.read())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""What the benchmark measures beside accuracy: robustness, throughput and latency."""
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.evaluation import accuracy
+
+ROBUSTNESS = ("text_missing", "image_missing", "word_dropout_0.5", "image_noise_0.1", "image_noise_0.3")
+
+
+def drop_words(token_ids, fraction, seed):
+    """Drop a `fraction` of each caption's tokens and re-pack the rest to the left.
+
+    Works on right-padded token ids, so it equals dropping words from the raw text
+    (before vectorization) for every in-vocabulary word.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(token_ids)
+    for i, row in enumerate(token_ids):
+        words = row[row != 0]
+        keep = words[rng.random(len(words)) >= fraction]
+        out[i, : len(keep)] = keep
+    return out
+
+
+def perturbations(features, seed=0):
+    """name -> perturbed copy of a features dict {"image": pixels 0-255, "text": ids}."""
+    rng = np.random.default_rng(seed)
+    image = features["image"].astype(np.float32)
+    noisy = {
+        # Noise std is given on the [0, 1] scale; pixels here are 0-255.
+        sigma: np.clip(image + rng.normal(0.0, sigma * 255.0, image.shape), 0, 255).astype(np.float32)
+        for sigma in (0.1, 0.3)
+    }
+    return {
+        # An empty caption vectorizes to all padding (the models read it as one [UNK]).
+        "text_missing": dict(features, text=np.zeros_like(features["text"])),
+        "image_missing": dict(features, image=np.zeros_like(image)),
+        "word_dropout_0.5": dict(features, text=drop_words(features["text"], 0.5, seed)),
+        "image_noise_0.1": dict(features, image=noisy[0.1]),
+        "image_noise_0.3": dict(features, image=noisy[0.3]),
+    }
+
+
+def robustness(predict, features, labels, seed=0):
+    """Accuracy under each perturbation; `predict(features) -> class ids`."""
+    return {name: accuracy(labels, predict(feats)) for name, feats in perturbations(features, seed).items()}
+
+
+def predict_ms_per_sample(model, features, batch_size=256, max_samples=2048):
+    """Milliseconds per sample of batched inference (after one warm-up batch)."""
+    n = min(max_samples, len(features["image"]))
+    feats = {k: v[:n] for k, v in features.items()}
+    fn = tf.function(lambda x: model(x, training=False))
+    fn({k: v[:batch_size] for k, v in feats.items()})  # trace once
+    start = time.perf_counter()
+    for i in range(0, n, batch_size):
+        out = fn({k: v[i : i + batch_size] for k, v in feats.items()})
+    _ = {k: np.asarray(v) for k, v in out.items()}
+    return (time.perf_counter() - start) * 1000.0 / n
+
+
+def latency_p50_ms(model, features, repeats=50):
+    """Median wall time of a single-example call, in milliseconds."""
+    fn = tf.function(lambda x: model(x, training=False))
+    one = {k: tf.constant(v[:1]) for k, v in features.items()}
+    fn(one)
+    times = []
+    for i in range(repeats):
+        x = {k: tf.constant(v[i % len(v) : i % len(v) + 1]) for k, v in features.items()}
+        start = time.perf_counter()
+        out = fn(x)
+        np.asarray(out["label"])
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))

@@ -1,0 +1,220 @@
+"""The benchmark: train and measure every selected model on one paired dataset."""
+
+import dataclasses
+import fnmatch
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+import mmkeras
+from mmkeras import training
+from mmkeras.bench import measure, recipe, report
+from mmkeras.data import (load_paired, load_paired_cifar, make_datasets, make_synthetic)
+from mmkeras.data.pipeline import with_modality_dropout
+from mmkeras.evaluation import classification_report, confusion_matrix
+
+BUILTIN_DATA = ("cifar10", "cifar100", "synthetic")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    data: str = "cifar10"
+    models: str = "seed_*"
+    epochs: int = None  # None: each row's default (recipe rows 10, others DEFAULT_EPOCHS)
+    batch_size: int = 128
+    seed: int = 0
+    out: str = "runs/bench"
+    quick: bool = False
+    modality_dropout: float = 0.0
+    export: bool = False
+    image_init: str = None
+    text_init: str = None
+    tensorboard: str = None
+    vocab_size: int = 2000
+    sequence_length: int = 24
+    callbacks: list = dataclasses.field(default_factory=list)
+
+
+DEFAULT_EPOCHS = 8
+QUICK = dict(n_train=1000, n_test=300, epochs=1)
+
+
+def load_data(spec, seed=0, quick=False):
+    """A PairedData from 'cifar10', 'cifar100', 'synthetic' or a paired-format directory."""
+    if spec == "synthetic":
+        data = make_synthetic(n_train=4000, n_test=1000, seed=seed)
+    elif spec in ("cifar10", "cifar100"):
+        data = load_paired_cifar(spec, seed=seed)
+    elif os.path.isdir(spec):
+        data = load_paired(spec)
+    else:
+        raise ValueError(f"Unknown --data {spec!r}: expected one of {', '.join(BUILTIN_DATA)} or a "
+                         "directory holding train.npz, test.npz and classes.txt.")
+    if quick:  # a seeded subset, for smoke runs
+        rng = np.random.default_rng(seed)
+        data.train = data.train.take(np.sort(rng.permutation(len(data.train))[: QUICK["n_train"]]))
+        data.test = data.test.take(np.sort(rng.permutation(len(data.test))[: QUICK["n_test"]]))
+    return data
+
+
+def select_rows(pattern):
+    """Rows to run: registered models matching `pattern`, plus a seed-recipe reference row
+    `recipe_<name>` for each selected seed model."""
+    names = mmkeras.list_models(pattern)
+    if not names:
+        raise ValueError(f"No registered model matches {pattern!r}; available: {', '.join(mmkeras.list_models())}.")
+    rows = [f"recipe_{n}" for n in names if n in recipe.KINDS] + names
+    return rows
+
+
+class EpochCurve(keras.callbacks.Callback):
+    """Records (seconds since start, validation and test accuracy) after every epoch."""
+
+    def __init__(self, features, labels):
+        super().__init__()
+        self.features, self.labels, self.curve = features, labels, []
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.start
+        pred = training.predict_proba(self.model, self.features).argmax(-1)
+        logs = logs or {}
+        self.curve.append({"epoch": epoch + 1, "seconds": seconds,
+                           "val_accuracy": float(logs.get("val_accuracy", logs.get("val_label_accuracy", np.nan))),
+                           "test_accuracy": float(np.mean(pred == self.labels))})
+        self.start += time.perf_counter() - self.start - seconds  # evaluation time is not training time
+
+
+def _callbacks(config, name, extra):
+    cbs = list(config.callbacks) + list(extra)
+    if config.tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(config.tensorboard, name)))
+    return cbs
+
+
+def run_row(name, ds, config):
+    """Train and measure one row; returns its results dict (and the trained model)."""
+    keras.utils.set_random_seed(config.seed)
+    test_x, test_y = ds.arrays["test"]
+    if name.startswith("recipe_"):
+        base = name[len("recipe_"):]
+        family = recipe.KINDS[base]
+        model = recipe.build_recipe_model(base, num_classes=ds.num_classes, image_shape=ds.image_shape,
+                                          vocab_size=ds.vocab_size)
+        # The recipe's own arrays: train + validation re-joined (it splits 80/20 itself).
+        train_x = {k: np.concatenate([ds.arrays["train"][0][k], ds.arrays["validation"][0][k]])
+                   for k in ("image", "text")}
+        train_y = np.concatenate([ds.arrays["train"][1], ds.arrays["validation"][1]])
+        train_x["text"] = recipe.pre_pad(train_x["text"])
+
+        def prepare(features):  # perturbations act on right-padded ids; the recipe reads pre-padded
+            return dict(features, text=recipe.pre_pad(features["text"]))
+
+        curve = EpochCurve(prepare(test_x), test_y)
+        history, stats = recipe.fit_recipe(model, train_x, train_y, epochs=config.epochs,
+                                           callbacks=_callbacks(config, name, [curve]))
+    else:
+        family = mmkeras.model_family(name)
+
+        def prepare(features):
+            return features
+
+        kwargs = ds.model_kwargs()
+        if family == "fused":
+            kwargs.update(image_init=config.image_init, text_init=config.text_init)
+        model = mmkeras.create_model(name, **kwargs)
+        curve = EpochCurve(test_x, test_y)
+        train = with_modality_dropout(ds.train, config.modality_dropout, config.seed)
+        epochs = config.epochs or DEFAULT_EPOCHS
+        history, stats = training.fit(model, dataclasses.replace(ds, train=train), epochs=epochs,
+                                      callbacks=_callbacks(config, name, [curve]), verbose=2)
+
+    def predict(features):
+        return training.predict_proba(model, prepare(features)).argmax(-1)
+
+    pred = predict(test_x)
+    row = {"name": name, "family": family,
+           **{("test_accuracy" if k == "accuracy" else k): v
+              for k, v in classification_report(test_y, pred, ds.num_classes).items()},
+           "params": int(model.count_params()), **stats,
+           "predict_ms_per_sample": measure.predict_ms_per_sample(model, prepare(test_x)),
+           "latency_ms_p50": measure.latency_p50_ms(model, prepare(test_x)),
+           "robustness": measure.robustness(predict, test_x, test_y, config.seed),
+           "confusion_matrix": confusion_matrix(test_y, pred, ds.num_classes).tolist(),
+           "curve": curve.curve, "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+    return row, model
+
+
+def time_to_accuracy(rows):
+    """Seconds each row took to reach the seed recipe's final test accuracy (None: never)."""
+    ref = next((r for r in rows if r["name"] == "recipe_seed_concat"), None)
+    if ref is None:
+        return {}
+    target = ref["test_accuracy"]
+    out = {"target": target, "recipe_seconds": ref["train_seconds"], "models": {}}
+    for r in rows:
+        hit = next((c["seconds"] for c in r.get("curve", []) if c["test_accuracy"] >= target), None)
+        out["models"][r["name"]] = hit
+    return out
+
+
+def speedups(rows):
+    """Each seed model's package-pipeline row against its recipe row: samples/s ratio."""
+    by_name = {r["name"]: r for r in rows}
+    return {n: {"samples_per_second_ratio": by_name[n]["train_samples_per_second"] / by_name[f"recipe_{n}"]["train_samples_per_second"],
+                "accuracy_delta": by_name[n]["test_accuracy"] - by_name[f"recipe_{n}"]["test_accuracy"]}
+            for n in recipe.KINDS if n in by_name and f"recipe_{n}" in by_name}
+
+
+def run(config):
+    """Run the benchmark; writes OUT/results.json, results.md, plots; returns the results."""
+    os.makedirs(os.path.join(config.out, "rows"), exist_ok=True)
+    if config.seed is not None:
+        tf.config.experimental.enable_op_determinism()  # same seed, same CPU: same metrics
+    data = load_data(config.data, config.seed, config.quick)
+    if config.quick and config.epochs is None:
+        config.epochs = QUICK["epochs"]
+    ds = make_datasets(data, batch_size=config.batch_size, vocab_size=config.vocab_size,
+                       sequence_length=config.sequence_length, seed=config.seed)
+    rows, best = [], (None, -1.0)
+    names = select_rows(config.models)
+    for name in tqdm(names, desc="benchmark", unit="model"):
+        path = os.path.join(config.out, "rows", f"{name}.json")
+        if os.path.isfile(path):  # finished in an earlier run: resume
+            with open(path, encoding="utf-8") as f:
+                rows.append(json.load(f))
+            continue
+        print(f"\n== {name}")
+        row, model = run_row(name, ds, config)
+        report.write_json(path, row)
+        rows.append(row)
+        if config.export and row["test_accuracy"] > best[1] and not name.startswith("recipe_"):
+            best = (model, row["test_accuracy"])
+            _export_best(model, ds, data, config, row)
+    results = {"dataset": data.name, "num_classes": ds.num_classes, "n_train": ds.size("train"),
+               "n_test": ds.size("test"), "image_shape": list(ds.image_shape),
+               "class_names": ds.class_names, "seed": config.seed, "models": rows,
+               "time_to_accuracy": time_to_accuracy(rows), "speedup": speedups(rows)}
+    report.write_json(os.path.join(config.out, "results.json"), results)
+    with open(os.path.join(config.out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(report.results_markdown(results))
+    report.plot_all(results, config.out)
+    return results
+
+
+def _export_best(model, ds, data, config, row):
+    try:
+        from mmkeras.export import export_model
+    except ImportError:
+        print("export_model unavailable: skipping --export")
+        return
+    path = os.path.join(config.out, "export", row["name"])
+    export_model(model, path, vectorizer=ds.vectorizer, class_names=ds.class_names, dataset=data.name,
+                 metrics={"test_accuracy": row["test_accuracy"]}, overwrite=True)

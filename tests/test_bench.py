@@ -1,0 +1,133 @@
+"""The benchmark on a user's own paired directory: schema, outputs, resume, determinism."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mmkeras.bench import BenchConfig, run, select_rows
+from mmkeras.bench.measure import ROBUSTNESS, drop_words, perturbations
+from mmkeras.bench.recipe import pre_pad
+from mmkeras.data import PairedData, PairedSplit, save_paired
+from mmkeras.data.pipeline import make_dataset, with_modality_dropout
+
+ROW_KEYS = {"name", "family", "test_accuracy", "macro_f1", "macro_precision", "macro_recall", "params",
+            "epochs", "train_seconds", "train_samples_per_second", "predict_ms_per_sample",
+            "latency_ms_p50", "robustness"}
+
+
+@pytest.fixture(scope="module")
+def user_dir(tmp_path_factory):
+    """Not CIFAR: 12x10 images, 3 classes, its own vocabulary."""
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma"]
+
+    def split(n):
+        y = rng.integers(0, 3, n).astype(np.int64)
+        img = rng.integers(0, 255, (n, 12, 10, 3), dtype=np.uint8)
+        img[:, :4] = (y * 100)[:, None, None, None].astype(np.uint8)  # the image carries the label
+        text = np.array([f"token {words[c] if rng.random() < 0.7 else 'noise'} here" for c in y])
+        return PairedSplit(img, text, y)
+
+    path = tmp_path_factory.mktemp("user_data")
+    save_paired(PairedData(split(120), split(40), ["red", "green", "blue"]), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def results(user_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(data=user_dir, models="seed_*", epochs=2, batch_size=16, out=str(out),
+                      vocab_size=50, sequence_length=6)
+    return run(cfg), out, cfg
+
+
+def test_results_schema(results):
+    res, out, _ = results
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["num_classes"] == 3 and on_disk["image_shape"] == [12, 10, 3]
+    assert on_disk["n_test"] == 40 and on_disk["n_train"] + 12 == 120  # 10% validation from train
+    names = [m["name"] for m in on_disk["models"]]
+    assert set(names) == {"seed_concat", "seed_image", "seed_text", "recipe_seed_concat",
+                          "recipe_seed_image", "recipe_seed_text"}
+    for m in on_disk["models"]:
+        assert ROW_KEYS <= set(m)
+        assert set(m["robustness"]) == set(ROBUSTNESS)
+        assert m["family"] in ("image", "text", "fused", "ensemble")
+        for v in [m["test_accuracy"], m["macro_f1"], *m["robustness"].values()]:
+            assert 0.0 <= v <= 1.0
+        assert m["params"] > 0 and m["train_samples_per_second"] > 0 and m["latency_ms_p50"] > 0
+    assert set(on_disk["speedup"]) == {"seed_concat", "seed_image", "seed_text"}
+    assert "recipe_seed_concat" in on_disk["time_to_accuracy"]["models"]
+
+
+def test_markdown_and_plots(results):
+    res, out, _ = results
+    md = (out / "results.md").read_text()
+    best = max(res["models"], key=lambda m: m["test_accuracy"])["name"]
+    assert md.index(f"| {best} |") == min(md.index(f"| {m['name']} |") for m in res["models"])
+    for png in ("accuracy_vs_params.png", "robustness.png", "confusion_matrix.png", "training_curves.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_rerun_resumes(results, monkeypatch):
+    res, out, cfg = results
+    import mmkeras.bench.runner as runner
+
+    def boom(*a, **k):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(runner, "run_row", boom)
+    again = run(cfg)
+    assert [m["name"] for m in again["models"]] == [m["name"] for m in res["models"]]
+
+
+def test_same_seed_same_metrics(user_dir, tmp_path):
+    def once(sub):
+        cfg = BenchConfig(data=user_dir, models="seed_text", epochs=1, batch_size=16, out=str(tmp_path / sub),
+                          vocab_size=50, sequence_length=6)
+        return {m["name"]: (m["test_accuracy"], m["robustness"]) for m in run(cfg)["models"]}
+
+    assert once("a") == once("b")
+
+
+def test_unknown_pattern_and_data():
+    with pytest.raises(ValueError, match="nothing_\\*"):
+        select_rows("nothing_*")
+    from mmkeras.bench import load_data
+
+    with pytest.raises(ValueError, match="imagenet"):
+        load_data("imagenet")
+
+
+def test_drop_words_and_pre_pad():
+    ids = np.array([[5, 6, 7, 8, 0, 0], [0, 0, 0, 0, 0, 0]], np.int32)
+    dropped = drop_words(ids, 0.5, seed=0)
+    assert set(dropped[0][dropped[0] != 0]) <= {5, 6, 7, 8} and (dropped[1] == 0).all()
+    kept = dropped[0][dropped[0] != 0]
+    assert (dropped[0][: len(kept)] != 0).all()  # re-packed to the left: still right-padded
+    assert pre_pad(ids, 6)[0].tolist() == [0, 0, 5, 6, 7, 8]
+    assert pre_pad(ids, 3)[0].tolist() == [6, 7, 8]
+
+
+def test_perturbations():
+    feats = {"image": np.full((4, 5, 5, 3), 100, np.uint8), "text": np.array([[3, 4, 0]] * 4, np.int32)}
+    p = perturbations(feats)
+    assert (p["text_missing"]["text"] == 0).all() and (p["image_missing"]["image"] == 0).all()
+    assert abs(np.std(p["image_noise_0.1"]["image"] - 100) - 25.5) < 3
+    assert np.std(p["image_noise_0.3"]["image"]) > np.std(p["image_noise_0.1"]["image"])
+
+
+def test_modality_dropout_blanks_the_expected_fraction():
+    n = 2000
+    feats = {"image": np.ones((n, 2, 2, 3), np.uint8), "text": np.ones((n, 4), np.int32)}
+    ds = with_modality_dropout(make_dataset(feats, np.zeros(n), batch_size=500), 0.4, seed=1)
+    images, texts = [], []
+    for f, _ in ds:
+        images.append(f["image"].numpy().reshape(len(f["image"]), -1).max(1) == 0)
+        texts.append(f["text"].numpy().max(1) == 0)
+    img, txt = np.concatenate(images), np.concatenate(texts)
+    assert abs(img.mean() - 0.2) < 0.04 and abs(txt.mean() - 0.2) < 0.04
+    assert not (img & txt).any()
+    with pytest.raises(ValueError, match="rate=1.5"):
+        with_modality_dropout(ds, 1.5)
