@@ -37,8 +37,8 @@ def user_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def results(user_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cfg = BenchConfig(data=user_dir, models="seed_*", epochs=2, batch_size=16, out=str(out),
-                      vocab_size=50, sequence_length=6)
+    cfg = BenchConfig(data=user_dir, models="seed_*", epochs=2, fused_epochs=1, batch_size=16,
+                      out=str(out), vocab_size=50, sequence_length=6)
     return run(cfg), out, cfg
 
 
@@ -59,6 +59,10 @@ def test_results_schema(results):
         assert m["params"] > 0 and m["train_samples_per_second"] > 0 and m["latency_ms_p50"] > 0
     assert set(on_disk["speedup"]) == {"seed_concat", "seed_image", "seed_text"}
     assert "recipe_seed_concat" in on_disk["time_to_accuracy"]["models"]
+    # The fused row warm-started from this run's unimodal rows: it trained fused_epochs only.
+    epochs = {m["name"]: m["epochs"] for m in on_disk["models"]}
+    assert epochs["seed_concat"] == 1 and epochs["seed_image"] == 2 and epochs["recipe_seed_concat"] == 2
+    assert (out / "rows" / "seed_image.keras").is_file()
 
 
 def test_markdown_and_plots(results):

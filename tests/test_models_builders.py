@@ -99,3 +99,18 @@ def test_freeze_prefix_lists_layers():
     frozen = freeze_prefix(model, "text")
     assert frozen and all(not model.get_layer(n).trainable for n in frozen)
     assert model.get_layer("image_conv").trainable
+
+
+def test_image_augmentation_only_in_training():
+    model = mmkeras.create_model("seed_image", **KW, image_augmentation="flip_translate")
+    x, _ = batch(4)
+    a, b = model(x, training=False)["label"], model(x, training=False)["label"]
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+    plain = mmkeras.create_model("seed_image", **KW)
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(x)["label"]), np.asarray(a), atol=1e-6)
+    keras.utils.set_random_seed(3)
+    t = [np.asarray(model(x, training=True)["label"]) for _ in range(2)]
+    assert not np.allclose(t[0], t[1])
+    with pytest.raises(ValueError, match="'mixup'"):
+        mmkeras.create_model("seed_image", **KW, image_augmentation="mixup")

@@ -19,6 +19,11 @@ def parse_args(argv=None):
     p.add_argument("--image-init", default=None, help=".keras model whose image branch warm-starts fused models")
     p.add_argument("--text-init", default=None, help=".keras model whose text branch warm-starts fused models")
     p.add_argument("--tensorboard", default=None, help="write TensorBoard logs for every model here")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="train fused rows from scratch instead of from this run's unimodal rows")
+    p.add_argument("--fused-epochs", type=int, default=2, help="epochs of a warm-started fused row")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips/shifts")
+    p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--vocab-size", type=int, default=2000)
     p.add_argument("--sequence-length", type=int, default=24)
     args = p.parse_args(argv)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 import mmkeras
 from mmkeras import training
 from mmkeras.bench import measure, recipe, report
+from mmkeras.models import zoo
 from mmkeras.data import (load_paired, load_paired_cifar, make_datasets, make_synthetic)
 from mmkeras.data.pipeline import with_modality_dropout
 from mmkeras.evaluation import classification_report, confusion_matrix
@@ -37,6 +38,10 @@ class BenchConfig:
     tensorboard: str = None
     vocab_size: int = 2000
     sequence_length: int = 24
+    warm_start: bool = True  # fused rows start from this run's unimodal rows (frozen image branch)
+    fused_epochs: int = 2  # epochs of a warm-started fused row
+    augment: bool = True  # random flips and shifts for image-consuming rows
+    learning_rate: float = 2e-3  # peak of a cosine decay over each row's steps
     callbacks: list = dataclasses.field(default_factory=list)
 
 
@@ -68,8 +73,19 @@ def select_rows(pattern):
     names = mmkeras.list_models(pattern)
     if not names:
         raise ValueError(f"No registered model matches {pattern!r}; available: {', '.join(mmkeras.list_models())}.")
-    rows = [f"recipe_{n}" for n in names if n in recipe.KINDS] + names
-    return rows
+    # Unimodal rows first: fused rows warm-start from them.
+    order = {"image": 0, "text": 1, "fused": 2, "ensemble": 3}
+    names = sorted(names, key=lambda n: (order[mmkeras.model_family(n)], n))
+    return [f"recipe_{n}" for n in names if n in recipe.KINDS] + names
+
+
+def _branches_of(name):
+    """{"image": branch, "text": branch} of a registered preset (the ones it uses)."""
+    if name in zoo.UNIMODAL_PRESETS:
+        p = zoo.UNIMODAL_PRESETS[name]
+        return {p["modality"]: p["branch"]}
+    p = zoo.FUSED_PRESETS.get(name, {})
+    return {k: p[f"{k}_branch"] for k in ("image", "text") if f"{k}_branch" in p}
 
 
 class EpochCurve(keras.callbacks.Callback):
@@ -99,8 +115,11 @@ def _callbacks(config, name, extra):
     return cbs
 
 
-def run_row(name, ds, config):
-    """Train and measure one row; returns its results dict (and the trained model)."""
+def run_row(name, ds, config, warm=None):
+    """Train and measure one row; returns its results dict (and the trained model).
+
+    warm: {(modality, branch): .keras path} of unimodal models trained earlier in the run.
+    """
     keras.utils.set_random_seed(config.seed)
     test_x, test_y = ds.arrays["test"]
     if name.startswith("recipe_"):
@@ -127,12 +146,23 @@ def run_row(name, ds, config):
             return features
 
         kwargs = ds.model_kwargs()
+        used = _branches_of(name)
+        if config.augment and "image" in used:
+            kwargs["image_augmentation"] = "flip_translate"
+        epochs = config.epochs or DEFAULT_EPOCHS
         if family == "fused":
-            kwargs.update(image_init=config.image_init, text_init=config.text_init)
+            inits = {m: getattr(config, f"{m}_init") or (warm or {}).get((m, used.get(m)))
+                     for m in ("image", "text")}
+            kwargs.update(image_init=inits["image"], text_init=inits["text"],
+                          freeze_image=inits["image"] is not None)
+            if inits["image"] is not None or inits["text"] is not None:
+                epochs = config.fused_epochs
         model = mmkeras.create_model(name, **kwargs)
+        steps = epochs * int(np.ceil(ds.size("train") / config.batch_size))
+        training.compile_model(model, learning_rate=keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(steps, 1), alpha=0.01))
         curve = EpochCurve(test_x, test_y)
         train = with_modality_dropout(ds.train, config.modality_dropout, config.seed)
-        epochs = config.epochs or DEFAULT_EPOCHS
         history, stats = training.fit(model, dataclasses.replace(ds, train=train), epochs=epochs,
                                       callbacks=_callbacks(config, name, [curve]), verbose=2)
 
@@ -183,20 +213,26 @@ def run(config):
         config.epochs = QUICK["epochs"]
     ds = make_datasets(data, batch_size=config.batch_size, vocab_size=config.vocab_size,
                        sequence_length=config.sequence_length, seed=config.seed)
-    rows, best = [], (None, -1.0)
-    names = select_rows(config.models)
-    for name in tqdm(names, desc="benchmark", unit="model"):
+    rows, best_accuracy, warm = [], -1.0, {}
+    for name in tqdm(select_rows(config.models), desc="benchmark", unit="model"):
         path = os.path.join(config.out, "rows", f"{name}.json")
+        saved = os.path.join(config.out, "rows", f"{name}.keras")
         if os.path.isfile(path):  # finished in an earlier run: resume
             with open(path, encoding="utf-8") as f:
-                rows.append(json.load(f))
-            continue
-        print(f"\n== {name}")
-        row, model = run_row(name, ds, config)
-        report.write_json(path, row)
+                row, model = json.load(f), None
+        else:
+            print(f"\n== {name}")
+            row, model = run_row(name, ds, config, warm if config.warm_start else None)
+            if row["family"] in ("image", "text") and not name.startswith("recipe_"):
+                model.save(saved)  # later fused rows (and resumed runs) warm-start from it
+            report.write_json(path, row)
         rows.append(row)
-        if config.export and row["test_accuracy"] > best[1] and not name.startswith("recipe_"):
-            best = (model, row["test_accuracy"])
+        if os.path.isfile(saved):
+            for modality, branch in _branches_of(name).items():
+                warm.setdefault((modality, branch), saved)
+        if config.export and model is not None and not name.startswith("recipe_") \
+                and row["test_accuracy"] > best_accuracy:
+            best_accuracy = row["test_accuracy"]
             _export_best(model, ds, data, config, row)
     results = {"dataset": data.name, "num_classes": ds.num_classes, "n_train": ds.size("train"),
                "n_test": ds.size("test"), "image_shape": list(ds.image_shape),

@@ -32,6 +32,20 @@ def _inputs(image_shape, sequence_length):
     return image, text
 
 
+AUGMENTATIONS = (None, "flip_translate")
+
+
+def _augment(image, augmentation):
+    """In-graph training-time augmentation (inactive at inference, so exports need nothing)."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"Unknown image_augmentation {augmentation!r}; expected one of: {AUGMENTATIONS}.")
+    if augmentation is None:
+        return image
+    x = keras.layers.RandomFlip("horizontal", name="image_augment_flip")(image)
+    # Shifts of up to 1/8 of the size with reflected borders: the standard CIFAR pad-and-crop.
+    return keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", name="image_augment_shift")(x)
+
+
 def _head(x, num_classes, head_units, dropout, name="label"):
     for i, units in enumerate(head_units):
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
@@ -50,7 +64,7 @@ def _init_and_freeze(model, init, freeze, prefix):
 
 def build_unimodal(*, modality, branch, num_classes, image_shape=(32, 32, 3), vocab_size=None,
                    sequence_length=None, branch_config=None, head_units=(128,), dropout=0.0,
-                   name=None):
+                   image_augmentation=None, name=None):
     """An image-only or text-only classifier with inputs {"image", "text"} and output {"label"}.
 
     It takes the same paired batches as fused models and ignores the other modality: both
@@ -66,7 +80,7 @@ def build_unimodal(*, modality, branch, num_classes, image_shape=(32, 32, 3), vo
                          f"Received vocab_size={vocab_size!r}, sequence_length={sequence_length!r}.")
     image, text = _inputs(image_shape, sequence_length)
     if modality == "image":
-        feats = branches.image_branch(branch, image, **(branch_config or {}))
+        feats = branches.image_branch(branch, _augment(image, image_augmentation), **(branch_config or {}))
     else:
         feats = branches.text_branch(branch, text, vocab_size=vocab_size,
                                      sequence_length=sequence_length, **(branch_config or {}))
@@ -77,12 +91,14 @@ def build_unimodal(*, modality, branch, num_classes, image_shape=(32, 32, 3), vo
 def build_fused(*, image_branch="simple_cnn", text_branch="lstm", fusion="concat", num_classes,
                 image_shape=(32, 32, 3), vocab_size, sequence_length, image_config=None,
                 text_config=None, fusion_config=None, head_units=(128,), dropout=0.0,
-                aux_loss_weights=None, image_init=None, text_init=None, freeze_image=False,
+                image_augmentation=None, aux_loss_weights=None, image_init=None, text_init=None, freeze_image=False,
                 freeze_text=False, name=None):
     """Compose an image branch, a text branch, a fusion layer and a softmax head.
 
     aux_loss_weights: e.g. {"image_label": 0.3, "text_label": 0.3} adds unimodal auxiliary
     heads (multitask); the main output stays "label", which inference and export use.
+    image_augmentation: None or "flip_translate" (random horizontal flips and shifts, in
+    the graph, active only in training).
     image_init / text_init: a trained model (or .keras path) whose `image_*` / `text_*`
     layers are copied in; freeze_image / freeze_text keep them fixed.
     """
@@ -100,12 +116,12 @@ def build_fused(*, image_branch="simple_cnn", text_branch="lstm", fusion="concat
     layer = fusion_layers.get_fusion(fusion, name=f"fusion_{fusion}", **(fusion_config or {}))
     if fusion == "early":
         # Data-level fusion: text channels join the pixels before the CNN.
-        pixels = keras.layers.Rescaling(1.0 / 255.0, name="image_rescale")(image)
+        pixels = keras.layers.Rescaling(1.0 / 255.0, name="image_rescale")(_augment(image, image_augmentation))
         img = branches.image_branch(image_branch, layer([pixels, txt.vector]), rescale=False,
                                     **(image_config or {}))
         fused = img.vector
     else:
-        img = branches.image_branch(image_branch, image, **(image_config or {}))
+        img = branches.image_branch(image_branch, _augment(image, image_augmentation), **(image_config or {}))
         if kind == "vectors":
             fused = layer([img.vector, txt.vector])
         elif kind == "map_vector":
