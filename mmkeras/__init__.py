@@ -9,5 +9,6 @@ from mmkeras import branches  # noqa: E402,F401
 from mmkeras import fusion  # noqa: E402,F401
 from mmkeras import models  # noqa: E402,F401
 from mmkeras.models import build_fused, build_unimodal  # noqa: E402
+from mmkeras import ensembles  # noqa: E402,F401
 
 __all__ = ["build_fused", "build_unimodal", "create_model", "list_models", "model_family", "register_model", "__version__"]
