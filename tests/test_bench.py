@@ -86,6 +86,17 @@ def test_rerun_resumes(results, monkeypatch):
     assert [m["name"] for m in again["models"]] == [m["name"] for m in res["models"]]
 
 
+def test_ensemble_rows_combine_the_best_unimodal_rows(user_dir, tmp_path):
+    cfg = BenchConfig(data=user_dir, models="seed_image,seed_text,ensemble_average,ensemble_stacking",
+                      epochs=1, batch_size=16, out=str(tmp_path), vocab_size=50, sequence_length=6)
+    rows = {m["name"]: m for m in run(cfg)["models"]}
+    assert rows["ensemble_average"]["family"] == "ensemble" and rows["ensemble_average"]["epochs"] == 0
+    assert set(rows["ensemble_stacking"]["robustness"]) == set(ROBUSTNESS)
+    with pytest.raises(ValueError, match="best image-only and text-only"):
+        run(BenchConfig(data=user_dir, models="seed_text,ensemble_vote", epochs=1, out=str(tmp_path / "x"),
+                        vocab_size=50, sequence_length=6))
+
+
 def test_same_seed_same_metrics(user_dir, tmp_path):
     def once(sub):
         cfg = BenchConfig(data=user_dir, models="seed_text", epochs=1, batch_size=16, out=str(tmp_path / sub),

@@ -17,6 +17,7 @@ from mmkeras.bench import measure, recipe, report
 from mmkeras.models import zoo
 from mmkeras.data import (load_paired, load_paired_cifar, make_datasets, make_synthetic)
 from mmkeras.data.pipeline import with_modality_dropout
+from mmkeras.ensembles import build_ensemble, ensemble_names
 from mmkeras.evaluation import classification_report, confusion_matrix
 
 BUILTIN_DATA = ("cifar10", "cifar100", "synthetic")
@@ -68,15 +69,21 @@ def load_data(spec, seed=0, quick=False):
 
 
 def select_rows(pattern):
-    """Rows to run: registered models matching `pattern`, plus a seed-recipe reference row
-    `recipe_<name>` for each selected seed model."""
-    names = mmkeras.list_models(pattern)
+    """Rows to run: registered models matching `pattern` (comma-separated wildcards), plus a
+    seed-recipe reference row `recipe_<name>` for each selected seed model."""
+    parts = [p.strip() for p in pattern.split(",")]
+    names = sorted({n for p in parts for n in mmkeras.list_models(p) + ensemble_names(p)})
     if not names:
-        raise ValueError(f"No registered model matches {pattern!r}; available: {', '.join(mmkeras.list_models())}.")
-    # Unimodal rows first: fused rows warm-start from them.
+        raise ValueError(f"No registered model or ensemble matches {pattern!r}; available: "
+                         f"{', '.join(mmkeras.list_models() + ensemble_names())}.")
+    # Unimodal rows first: fused rows warm-start from them, ensembles combine them.
     order = {"image": 0, "text": 1, "fused": 2, "ensemble": 3}
-    names = sorted(names, key=lambda n: (order[mmkeras.model_family(n)], n))
+    names = sorted(names, key=lambda n: (order[_family(n)], n))
     return [f"recipe_{n}" for n in names if n in recipe.KINDS] + names
+
+
+def _family(name):
+    return "ensemble" if name in ensemble_names() else mmkeras.model_family(name)
 
 
 def _branches_of(name):
@@ -122,7 +129,23 @@ def run_row(name, ds, config, warm=None):
     """
     keras.utils.set_random_seed(config.seed)
     test_x, test_y = ds.arrays["test"]
-    if name.startswith("recipe_"):
+    if name in ensemble_names():
+        family = "ensemble"
+        members = [(warm or {}).get(k) for k in ("best_image", "best_text")]
+        if None in members:
+            raise ValueError(f"Row {name!r} combines this run's best image-only and text-only rows: "
+                             "select at least one of each (e.g. --models 'image_*,text_*,ensemble_*').")
+
+        def prepare(features):
+            return features
+
+        start = time.perf_counter()
+        model = build_ensemble(members, name, validation_data=ds)
+        seconds = time.perf_counter() - start
+        curve, history = EpochCurve(test_x, test_y), {}
+        stats = {"train_seconds": seconds, "epochs": 0,
+                 "train_samples_per_second": ds.size("validation") / seconds}
+    elif name.startswith("recipe_"):
         base = name[len("recipe_"):]
         family = recipe.KINDS[base]
         model = recipe.build_recipe_model(base, num_classes=ds.num_classes, image_shape=ds.image_shape,
@@ -137,8 +160,9 @@ def run_row(name, ds, config, warm=None):
             return dict(features, text=recipe.pre_pad(features["text"]))
 
         curve = EpochCurve(prepare(test_x), test_y)
-        history, stats = recipe.fit_recipe(model, train_x, train_y, epochs=config.epochs,
-                                           callbacks=_callbacks(config, name, [curve]))
+        fitted, stats = recipe.fit_recipe(model, train_x, train_y, epochs=config.epochs,
+                                          callbacks=_callbacks(config, name, [curve]))
+        history = fitted.history
     else:
         family = mmkeras.model_family(name)
 
@@ -151,6 +175,7 @@ def run_row(name, ds, config, warm=None):
             kwargs["image_augmentation"] = "flip_translate"
         epochs = config.epochs or DEFAULT_EPOCHS
         if family == "fused":
+            warm = warm if config.warm_start else {}
             inits = {m: getattr(config, f"{m}_init") or (warm or {}).get((m, used.get(m)))
                      for m in ("image", "text")}
             kwargs.update(image_init=inits["image"], text_init=inits["text"],
@@ -163,8 +188,9 @@ def run_row(name, ds, config, warm=None):
             config.learning_rate, decay_steps=max(steps, 1), alpha=0.01))
         curve = EpochCurve(test_x, test_y)
         train = with_modality_dropout(ds.train, config.modality_dropout, config.seed)
-        history, stats = training.fit(model, dataclasses.replace(ds, train=train), epochs=epochs,
-                                      callbacks=_callbacks(config, name, [curve]), verbose=2)
+        fitted, stats = training.fit(model, dataclasses.replace(ds, train=train), epochs=epochs,
+                                     callbacks=_callbacks(config, name, [curve]), verbose=2)
+        history = fitted.history
 
     def predict(features):
         return training.predict_proba(model, prepare(features)).argmax(-1)
@@ -178,7 +204,7 @@ def run_row(name, ds, config, warm=None):
            "latency_ms_p50": measure.latency_p50_ms(model, prepare(test_x)),
            "robustness": measure.robustness(predict, test_x, test_y, config.seed),
            "confusion_matrix": confusion_matrix(test_y, pred, ds.num_classes).tolist(),
-           "curve": curve.curve, "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
+           "curve": curve.curve, "history": {k: [float(v) for v in vs] for k, vs in history.items()}}
     return row, model
 
 
@@ -222,7 +248,7 @@ def run(config):
                 row, model = json.load(f), None
         else:
             print(f"\n== {name}")
-            row, model = run_row(name, ds, config, warm if config.warm_start else None)
+            row, model = run_row(name, ds, config, warm)
             if row["family"] in ("image", "text") and not name.startswith("recipe_"):
                 model.save(saved)  # later fused rows (and resumed runs) warm-start from it
             report.write_json(path, row)
@@ -230,6 +256,9 @@ def run(config):
         if os.path.isfile(saved):
             for modality, branch in _branches_of(name).items():
                 warm.setdefault((modality, branch), saved)
+                best_key = f"best_{modality}"
+                if row["test_accuracy"] > warm.get(best_key + "_accuracy", -1.0):
+                    warm[best_key], warm[best_key + "_accuracy"] = saved, row["test_accuracy"]
         if config.export and model is not None and not name.startswith("recipe_") \
                 and row["test_accuracy"] > best_accuracy:
             best_accuracy = row["test_accuracy"]
