@@ -52,16 +52,24 @@ class ZeroMaskedSteps(keras.layers.Layer):
         return {**super().get_config(), "attach_mask": self.attach_mask}
 
 
+class _MaskedPooling1D(keras.layers.Layer):
+    """Shared shape logic of the masked poolings: `[x (B, T, D), mask (B, T)] -> (B, D)`."""
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        x_shape = input_shape[0]
+        return (x_shape[0], x_shape[2])
+
+
 @keras.saving.register_keras_serializable(package="mmkeras")
-class MaskedGlobalMaxPooling1D(keras.layers.Layer):
+class MaskedGlobalMaxPooling1D(_MaskedPooling1D):
     """Max over the valid time steps only: `[x (batch, T, D), mask (batch, T)] -> (batch, D)`.
 
     Padded steps never win the max, so adding padding cannot change the result. A row
     with no valid step pools to zeros.
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
 
     def call(self, inputs):
         x, mask = inputs
@@ -70,24 +78,14 @@ class MaskedGlobalMaxPooling1D(keras.layers.Layer):
         any_valid = ops.any(mask, axis=1)
         return ops.where(any_valid, pooled, ops.zeros_like(pooled))
 
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        x_shape = input_shape[0]
-        return (x_shape[0], x_shape[2])
-
 
 @keras.saving.register_keras_serializable(package="mmkeras")
-class MaskedGlobalAveragePooling1D(keras.layers.Layer):
+class MaskedGlobalAveragePooling1D(_MaskedPooling1D):
     """Mean over the valid time steps only: `[x (batch, T, D), mask (batch, T)] -> (batch, D)`.
 
     Padded steps are excluded with `where` (not multiplied by 0), so even a non-finite
     value at a padded step cannot leak in. A row with no valid step pools to zeros.
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
 
     def call(self, inputs):
         x, mask = inputs
@@ -95,13 +93,6 @@ class MaskedGlobalAveragePooling1D(keras.layers.Layer):
         total = ops.sum(ops.where(mask, x, ops.zeros_like(x)), axis=1)
         count = ops.sum(ops.cast(mask, x.dtype), axis=1)
         return total / ops.maximum(count, ops.ones_like(count))
-
-    def compute_mask(self, inputs, previous_mask=None):
-        return None
-
-    def compute_output_shape(self, input_shape):
-        x_shape = input_shape[0]
-        return (x_shape[0], x_shape[2])
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
