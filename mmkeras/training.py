@@ -1,9 +1,13 @@
-"""Training helpers: recommended compile settings, input selection, a timed fit."""
+"""Training helpers: recommended compile settings, input selection, a timed fit (on one
+device or under a `tf.distribute` strategy, see `mmkeras.distribute`)."""
 
+import contextlib
+import os
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from mmkeras.evaluation import classification_report
 
@@ -52,19 +56,64 @@ def _route(model, dataset):
     return dataset.map(route)
 
 
-def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", **fit_kwargs):
+def build_in_scope(strategy, build, *args, compile=True, compile_kwargs=None, **kwargs):
+    """`build(*args, **kwargs)` inside `strategy.scope()`, compiled there unless `compile=False`.
+
+    `build` is a callable returning a model (e.g. `mmkeras.create_model`) or a registered
+    model name. Model, optimizer and metric variables then all belong to the strategy.
+    """
+    if isinstance(build, str):
+        import mmkeras
+
+        args, build = (build, *args), mmkeras.create_model
+    with strategy.scope():
+        model = build(*args, **kwargs)
+        if compile:
+            compile_model(model, **(compile_kwargs or {}))
+    return model
+
+
+def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None, backup_dir=None,
+        backup_freq="epoch", **fit_kwargs):
     """Fit on `datasets.train` with `datasets.validation`; returns (history, stats).
 
     stats: train_seconds and train_samples_per_second (wall clock, all epochs).
     Any Keras callbacks may be passed.
+
+    strategy: a `tf.distribute.Strategy` (see `mmkeras.distribute.get_strategy`); default:
+    the one the model was created under. The model must have been created in its scope (see
+    `build_in_scope`); an uncompiled model is compiled there. The pipelines' batch size is
+    the global batch: each replica gets batch_size / num_replicas_in_sync per step.
+    backup_dir: wire `keras.callbacks.BackupAndRestore` there: a rerun of the same `fit`
+    after a crash resumes from the last backup (`backup_freq`: "epoch" or every N batches)
+    and never repeats a completed epoch; the backup is deleted when `fit` completes.
     """
+    from mmkeras import distribute
+
+    if strategy is None:  # the strategy whose scope the model was created in (Keras records it)
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    if not distribute.created_in_scope(model, strategy):
+        raise ValueError(f"Model '{model.name}' was not created in the scope of {type(strategy).__name__}: "
+                         "build it with training.build_in_scope(strategy, ...) or inside "
+                         "`with strategy.scope():`.")
     if getattr(model, "optimizer", None) is None:
-        compile_model(model)
+        with strategy.scope():
+            compile_model(model)
     train, val = _route(model, datasets.train), _route(model, datasets.validation)
+    if strategy.num_replicas_in_sync > 1 or distribute.is_multi_worker(strategy):
+        train, val = distribute.shard_by_data(train), distribute.shard_by_data(val)
+    callbacks = list(callbacks or [])
+    if backup_dir is not None:
+        if distribute.is_multi_worker(strategy):  # every worker keeps its own identical copy
+            backup_dir = os.path.join(backup_dir, f"worker_{distribute.task_id(strategy)}")
+        callbacks.append(distribute.BackupAndRestore(backup_dir, save_freq=backup_freq))
+    fixes = distribute.keras_multi_worker_fixes(model, train, strategy) \
+        if distribute.is_multi_worker(strategy) else contextlib.nullcontext()
     start = time.perf_counter()
-    history = model.fit(train, validation_data=val if datasets.size("validation") else None,
-                        epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False,
-                        **fit_kwargs)
+    with fixes:
+        history = model.fit(train, validation_data=val if datasets.size("validation") else None,
+                            epochs=epochs, callbacks=callbacks or None, verbose=verbose, shuffle=False,
+                            **fit_kwargs)
     seconds = time.perf_counter() - start
     samples = datasets.size("train") * len(history.epoch)
     return history, {"train_seconds": seconds, "train_samples_per_second": samples / seconds,

@@ -3,6 +3,7 @@
 import argparse
 
 from mmkeras.bench.runner import BenchConfig, run
+from mmkeras.distribute import STRATEGIES
 
 
 def parse_args(argv=None):
@@ -26,6 +27,9 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--vocab-size", type=int, default=2000)
     p.add_argument("--sequence-length", type=int, default=24)
+    p.add_argument("--strategy", default="default", choices=STRATEGIES,
+                   help="tf.distribute strategy: mirrored over the visible GPUs (or logical CPU "
+                        "devices), multi_worker from TF_CONFIG (see README, Scaling out)")
     args = p.parse_args(argv)
     return BenchConfig(**{k: v for k, v in vars(args).items()})
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 import mmkeras
-from mmkeras import training
+from mmkeras import distribute, training
 from mmkeras.bench import measure, recipe, report
 from mmkeras.models import zoo
 from mmkeras.data import (load_paired, load_paired_cifar, make_datasets, make_synthetic)
@@ -43,6 +43,7 @@ class BenchConfig:
     fused_epochs: int = 2  # epochs of a warm-started fused row
     augment: bool = True  # random flips and shifts for image-consuming rows
     learning_rate: float = 2e-3  # peak of a cosine decay over each row's steps
+    strategy: str = "default"  # mmkeras.distribute.get_strategy name; models are built in its scope
     callbacks: list = dataclasses.field(default_factory=list)
 
 
@@ -231,6 +232,8 @@ def speedups(rows):
 
 def run(config):
     """Run the benchmark; writes OUT/results.json, results.md, plots; returns the results."""
+    # First: multi-worker collectives and device lists must be set before TF starts its devices.
+    strategy = distribute.get_strategy(config.strategy)
     os.makedirs(os.path.join(config.out, "rows"), exist_ok=True)
     if config.seed is not None:
         tf.config.experimental.enable_op_determinism()  # same seed, same CPU: same metrics
@@ -248,7 +251,8 @@ def run(config):
                 row, model = json.load(f), None
         else:
             print(f"\n== {name}")
-            row, model = run_row(name, ds, config, warm)
+            with strategy.scope():  # models, optimizers and metrics belong to the strategy
+                row, model = run_row(name, ds, config, warm)
             if row["family"] in ("image", "text") and not name.startswith("recipe_"):
                 model.save(saved)  # later fused rows (and resumed runs) warm-start from it
             report.write_json(path, row)
