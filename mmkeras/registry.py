@@ -45,7 +45,7 @@ def _takes_var_kwargs(params):
 
 def _family_from_name(name):
     for family in ("image", "text", "ensemble"):
-        if name.startswith(family + "_") or f"_{family}" == name[-len(family) - 1 :]:
+        if name.startswith(family + "_"):
             return family
     return "fused"
 

@@ -39,8 +39,10 @@ def build_recipe_model(name, *, num_classes, image_shape, vocab_size, sequence_l
     x = keras.layers.Flatten(name="image_flatten")(x)
     t = keras.layers.Embedding(vocab_size, 64, name="text_embedding")(text)
     t = keras.layers.LSTM(64, name="text_lstm")(t)
-    z = {"fused": lambda: keras.layers.Concatenate(name="fusion_concat")([x, t]),
-         "image": lambda: x, "text": lambda: t}[kind]()
+    if kind == "fused":
+        z = keras.layers.Concatenate(name="fusion_concat")([x, t])
+    else:
+        z = x if kind == "image" else t
     z = keras.layers.Dense(128, activation="relu", name="head_dense_0")(z)
     out = keras.layers.Dense(num_classes, activation="softmax", name="label")(z)
     return keras.Model({"image": image, "text": text}, {"label": out}, name=f"recipe_{name}")

@@ -9,23 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received {name}={value!r}.")
-    return value
-
-
-def _check_open_unit(name, value, low=0.0, high=1.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-        raise ValueError(f"`{name}` must lie strictly between {low} and {high}. Received {name}={value!r}.")
-    return float(value)
-
-
-def _check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative number. Received {name}={value!r}.")
-    return float(value)
+from mmkeras.validation import check_non_negative, check_open_unit, check_positive_int
 
 
 class ProbabilityCombiner(keras.layers.Layer):
@@ -84,7 +68,7 @@ class WeightedCombiner(ProbabilityCombiner):
     """
 
     def __init__(self, num_members, **kwargs):
-        num_members = _check_positive_int("num_members", num_members)
+        num_members = check_positive_int("num_members", num_members)
         super().__init__(**kwargs)
         self.num_members = num_members
 
@@ -125,7 +109,7 @@ class VoteCombiner(ProbabilityCombiner):
     """
 
     def __init__(self, tie_break=1e-3, **kwargs):
-        tie_break = _check_open_unit("tie_break", tie_break)
+        tie_break = check_open_unit("tie_break", tie_break)
         super().__init__(**kwargs)
         self.tie_break = tie_break
 
@@ -151,7 +135,7 @@ class ProductCombiner(ProbabilityCombiner):
     """
 
     def __init__(self, epsilon=1e-7, **kwargs):
-        epsilon = _check_open_unit("epsilon", epsilon)
+        epsilon = check_open_unit("epsilon", epsilon)
         super().__init__(**kwargs)
         self.epsilon = epsilon
 
@@ -181,10 +165,10 @@ class StackingCombiner(ProbabilityCombiner):
     """
 
     def __init__(self, num_members, num_classes, epsilon=1e-7, l2=1e-3, **kwargs):
-        num_members = _check_positive_int("num_members", num_members)
-        num_classes = _check_positive_int("num_classes", num_classes)
-        epsilon = _check_open_unit("epsilon", epsilon)
-        l2 = _check_non_negative("l2", l2)
+        num_members = check_positive_int("num_members", num_members)
+        num_classes = check_positive_int("num_classes", num_classes)
+        epsilon = check_open_unit("epsilon", epsilon)
+        l2 = check_non_negative("l2", l2)
         super().__init__(**kwargs)
         self.num_members = num_members
         self.num_classes = num_classes

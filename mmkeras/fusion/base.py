@@ -1,39 +1,9 @@
 """What every fusion layer shares: argument checks, input-shape checks, mask handling."""
 
-import numbers
-
 import keras
 
-
-def check_positive_int(name, value):
-    """Returns `value` as an int, or raises if it is not a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int. Received {name}={value!r}")
-    return int(value)
-
-
-def check_optional_positive_int(name, value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int or None. Received {name}={value!r}")
-    return int(value)
-
-
-def check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received {name}={value!r}")
-    return value
-
-
-def check_rate(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= value < 1.0
-    ):
-        raise ValueError(f"`{name}` must be a float in [0, 1). Received {name}={value!r}")
-    return float(value)
+from mmkeras.validation import (  # noqa: F401  (re-exported for the fusion modules)
+    check_bool, check_optional_positive_int, check_positive_int, check_rate)
 
 
 class FusionLayer(keras.layers.Layer):
