@@ -32,3 +32,17 @@ class NonEmptyTokens(keras.layers.Layer):
 
     def compute_output_spec(self, token_ids):
         return keras.KerasTensor(token_ids.shape, dtype="int32")
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirrors images left-right (NHWC), always: the deterministic half of flip TTA."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def call(self, images):
+        return ops.flip(images, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

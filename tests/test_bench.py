@@ -59,6 +59,7 @@ def test_results_schema(results):
         assert m["params"] > 0 and m["train_samples_per_second"] > 0 and m["latency_ms_p50"] > 0
     assert set(on_disk["speedup"]) == {"seed_concat", "seed_image", "seed_text"}
     assert "recipe_seed_concat" in on_disk["time_to_accuracy"]["models"]
+    assert on_disk["wall_seconds"] >= sum(m["train_seconds"] for m in on_disk["models"]) > 0
     # The fused row warm-started from this run's unimodal rows: it trained fused_epochs only.
     epochs = {m["name"]: m["epochs"] for m in on_disk["models"]}
     assert epochs["seed_concat"] == 1 and epochs["seed_image"] == 2 and epochs["recipe_seed_concat"] == 2
@@ -146,3 +147,99 @@ def test_modality_dropout_blanks_the_expected_fraction():
     assert not (img & txt).any()
     with pytest.raises(ValueError, match="rate=1.5"):
         with_modality_dropout(ds, 1.5)
+
+
+def test_default_run_selection():
+    from mmkeras.bench.runner import DEFAULT_MODELS
+    from mmkeras.fusion import FUSIONS
+
+    rows = select_rows(DEFAULT_MODELS)
+    assert rows[:4] == ["recipe_seed_concat", "image_resnet9", "text_bilstm", "bilinear_resnet9_bilstm"]
+    assert {f"{f}_resnet9_bilstm" for f in FUSIONS} <= set(rows)  # every fusion family
+    assert {"seed_concat", "gmu_cnn_lstm"} <= set(rows)
+    assert sum(r.startswith("ensemble_") for r in rows) == 5 and rows[-1].startswith("ensemble_")
+
+
+def test_time_to_accuracy_counts_warm_start_training():
+    from mmkeras.bench.runner import time_to_accuracy
+
+    def row(name, seconds, curve, warm=None):
+        return {"name": name, "train_seconds": seconds, "test_accuracy": curve[-1][1],
+                "curve": [{"seconds": s, "test_accuracy": a} for s, a in curve], "warm_start": warm}
+
+    rows = [row("recipe_seed_concat", 300.0, [(150.0, 0.5), (300.0, 0.7)]),
+            row("image_x", 500.0, [(500.0, 0.6)]),
+            row("gmu_cnn_lstm", 90.0, [(30.0, 0.6), (60.0, 0.72), (90.0, 0.8)]),
+            row("concat_x", 40.0, [(40.0, 0.9)], warm={"image": "image_x"}),
+            row("film_x", 40.0, [(40.0, 0.9)], warm={"image": "image_x_cifar10"})]
+    pretrained = [{"path": "/o/pretrain/image_x_cifar10.keras", "train_seconds": 1000.0}]
+    out = time_to_accuracy(rows, "gmu_cnn_lstm", pretrained)
+    assert out["target"] == 0.7 and out["recipe_seconds"] == 300.0
+    assert out["models"]["gmu_cnn_lstm"] == 60.0 and out["models"]["image_x"] is None
+    assert out["models"]["concat_x"] == 40.0 and out["models_with_warm_start"]["concat_x"] == 540.0
+    assert out["models_with_warm_start"]["film_x"] == 1040.0
+    assert out["default_fused"] == {"name": "gmu_cnn_lstm", "seconds": 60.0,
+                                    "fraction_of_recipe_seconds": 0.2, "final_test_accuracy": 0.8}
+    assert time_to_accuracy(rows[1:]) == {}  # no recipe row, nothing to compare with
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """A user's image-only set in the SPLIT/CLASS/*.png layout: 16x16, 3 classes (not 12x10)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 12), ("test", 4)):
+        for c, cls in enumerate(["x", "y", "z"]):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                img[:6] = c * 100
+                Image.fromarray(img).save(root / split / cls / f"{i}.png")
+    return str(root)
+
+
+def test_pretrain_image_warm_starts_the_fused_rows(user_dir, image_folder, tmp_path):
+    import keras
+
+    from mmkeras.bench import load_data
+    from mmkeras.bench.runner import run_row
+    from mmkeras.data import make_datasets
+
+    cfg = BenchConfig(data=user_dir, models="seed_concat", epochs=1, fused_epochs=1, batch_size=16,
+                      out=str(tmp_path), vocab_size=50, sequence_length=6, pretrain_image=image_folder,
+                      pretrain_epochs=2)
+    res = run(cfg)
+    (info,) = res["pretrain"]
+    assert info["model"] == "image_simple_cnn" and info["num_classes"] == 3 and info["epochs"] == 2
+    assert info["n_train"] + info["n_test"] + 4 == 48 and 0.0 <= info["test_accuracy"] <= 1.0
+    pretrained = keras.saving.load_model(info["path"])
+    assert tuple(pretrained.input["image"].shape[1:]) == (12, 10, 3)  # resized to the paired set
+    (row,) = [m for m in res["models"] if m["name"] == "seed_concat"]
+    tag = info["path"].split("/")[-1][: -len(".keras")]
+    assert row["warm_start"] == {"image": tag} and row["epochs"] == 1
+    assert res["time_to_accuracy"]["models_with_warm_start"]["seed_concat"] in (
+        None, pytest.approx(res["time_to_accuracy"]["models"]["seed_concat"] + info["train_seconds"]))
+
+    # The fused model's image branch is the pretrained one, frozen.
+    ds = make_datasets(load_data(user_dir), batch_size=16, vocab_size=50, sequence_length=6)
+    _, model = run_row("seed_concat", ds, cfg, warm={}, pretrained={("image", "simple_cnn"): info["path"]})
+    fused_conv, source_conv = model.get_layer("image_conv"), pretrained.get_layer("image_conv")
+    assert not fused_conv.trainable
+    for a, b in zip(fused_conv.get_weights(), source_conv.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    # A rerun finds the pretrained model on disk and does not train it again.
+    again = run(cfg)
+    assert again["pretrain"][0]["train_seconds"] == info["train_seconds"]
+
+
+def test_pretrain_image_errors(user_dir, image_folder, tmp_path):
+    base = dict(data=user_dir, epochs=1, out=str(tmp_path), vocab_size=50, sequence_length=6)
+    with pytest.raises(ValueError, match="selects none"):
+        run(BenchConfig(models="seed_image", pretrain_image=image_folder, **base))
+    with pytest.raises(ValueError, match="'image_vgg'.*image_simple_cnn"):
+        run(BenchConfig(models="seed_concat", pretrain_image=image_folder, pretrain_model="image_vgg", **base))
+    with pytest.raises(ValueError, match="imagenet_dir"):
+        run(BenchConfig(models="seed_concat", pretrain_image="imagenet_dir", **base))

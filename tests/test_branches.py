@@ -38,6 +38,7 @@ TINY_IMAGE = {
     "simple_cnn": {"filters": 4},
     "vgg": {"width": 4, "blocks": 2},
     "resnet": {"width": 4, "depth": 1, "stages": 2},
+    "resnet9": {"width": 2},
     "applications": {
         "backbone": "MobileNetV2",
         "weights": None,
@@ -55,7 +56,7 @@ TINY_TEXT = {
     "transformer": {"embed_dim": 8, "num_layers": 2, "num_heads": 2, "ff_dim": 16, "dropout": 0.0},
 }
 # Branches that are plain CNNs over pixels: they must take any number of channels.
-CNN_BRANCHES = ["simple_cnn", "vgg", "resnet"]
+CNN_BRANCHES = ["simple_cnn", "vgg", "resnet", "resnet9"]
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +173,7 @@ def test_defaults_are_data_and_cover_every_option(kind):
 
 
 def test_registries_hold_the_documented_branches():
-    assert list(IMAGE_BRANCHES) == ["simple_cnn", "vgg", "resnet", "applications"]
+    assert list(IMAGE_BRANCHES) == ["simple_cnn", "vgg", "resnet", "resnet9", "applications"]
     assert list(TEXT_BRANCHES) == ["lstm", "bilstm", "gru", "cnn", "transformer"]
 
 
@@ -223,6 +224,9 @@ def test_image_feature_shapes():
     resnet = image_branch("resnet", image, prefix="c", width=4, depth=1, stages=3)
     assert resnet.feature_map.shape == (None, 8, 8, 16)
     assert resnet.vector.shape == (None, 16)
+    resnet9 = image_branch("resnet9", image, prefix="d", width=2)
+    assert resnet9.feature_map.shape == (None, 4, 4, 16)
+    assert resnet9.vector.shape == (None, 16)
 
 
 def test_image_rescale_layer_maps_pixels_to_unit_range():
@@ -371,7 +375,7 @@ def test_image_and_text_branches_share_a_model_without_name_clashes():
 def test_unknown_branch_names_raise_with_the_received_value():
     image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     token_ids = keras.Input((SEQUENCE_LENGTH,), dtype="int32")
-    with pytest.raises(ValueError, match=r"alexnet.*simple_cnn, vgg, resnet, applications"):
+    with pytest.raises(ValueError, match=r"alexnet.*simple_cnn, vgg, resnet, resnet9, applications"):
         image_branch("alexnet", image)
     with pytest.raises(ValueError, match=r"bert.*lstm, bilstm, gru, cnn, transformer"):
         text_branch("bert", token_ids, vocab_size=VOCAB_SIZE, sequence_length=SEQUENCE_LENGTH)
@@ -403,6 +407,8 @@ def test_unknown_options_and_values_raise_with_the_received_value():
         )
     with pytest.raises(ValueError, match="simple_cnn.*image.shape"):
         image_branch("simple_cnn", keras.Input((None, None, 3), dtype="uint8"))
+    with pytest.raises(ValueError, match="width=0"):
+        image_branch("resnet9", image, width=0)
 
 
 # ----------------------------------------------------------------------------- precision

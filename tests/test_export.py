@@ -388,3 +388,16 @@ def test_latency_report(exported):
     report = measure(str(exported), batch_sizes=(1, 4), repeats=2)
     assert report["saved_model_bytes"] > 0 and report["directory_bytes"] > report["saved_model_bytes"]
     assert set(report["batches"]) == {"1", "4"} and report["batches"]["4"]["median_ms"] > 0
+
+
+def test_mixed_precision_model_exports_within_its_precision(tiny_datasets, tmp_path):
+    keras.utils.set_random_seed(4)
+    with training.precision_policy("mixed_bfloat16"):
+        model = mmkeras.create_model("seed_image", **tiny_datasets.model_kwargs())
+    assert export_directory._tolerance(model, None) == 1e-2
+    assert export_directory._tolerance(mmkeras.create_model("seed_text", **tiny_datasets.model_kwargs()),
+                                       None) == 1e-5
+    # verify=True reloads the export and compares it with the model at that tolerance.
+    path = export_model(model, tmp_path / "bf16", vectorizer=tiny_datasets.vectorizer,
+                        class_names=tiny_datasets.class_names)
+    assert os.path.isfile(os.path.join(str(path), "saved_model.pb"))

@@ -71,6 +71,26 @@ def test_transfer_mismatch_is_an_error():
         transfer_weights(resnet_image, mmkeras.create_model("seed_concat", **KW), "image")
 
 
+def test_early_fusion_warm_starts_with_zero_text_channels():
+    """The first conv gains input channels (text); it starts as the image model's, so the
+    early-fusion model's image branch first computes exactly what the image model did."""
+    keras.utils.set_random_seed(0)
+    image_model = mmkeras.create_model("image_resnet9", **KW, branch_config={"width": 2})
+    early = build_fused(image_branch="resnet9", text_branch="lstm", fusion="early", **KW,
+                        image_config={"width": 2}, text_config={"embed_dim": 4, "units": 4},
+                        fusion_config={"channels": 3}, image_init=image_model)
+    kernel = early.get_layer("image_prep_conv").get_weights()[0]
+    assert kernel.shape[2] == 6
+    np.testing.assert_array_equal(kernel[:, :, :3], image_model.get_layer("image_prep_conv").get_weights()[0])
+    assert not kernel[:, :, 3:].any()
+    x, _ = batch()
+    probe = {m: keras.Model(m.input, m.get_layer("image_pool").output) for m in (image_model, early)}
+    np.testing.assert_allclose(probe[early](x), probe[image_model](x), atol=1e-5)
+    # Any other disagreement is still an error.
+    with pytest.raises(ValueError, match="weight shapes differ"):
+        transfer_weights(mmkeras.create_model("image_resnet9", **KW, branch_config={"width": 3}), early, "image")
+
+
 def test_multitask_heads_train_jointly():
     keras.utils.set_random_seed(0)
     model = mmkeras.create_model("gmu_cnn_lstm", **KW,

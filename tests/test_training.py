@@ -52,3 +52,19 @@ def test_select_inputs_missing_key():
     model = mmkeras.create_model("seed_text", num_classes=3, vocab_size=30, sequence_length=8)
     with pytest.raises(ValueError, match="image"):
         training.select_inputs(model, {"text": np.zeros((1, 8), "int32")})
+
+
+def test_precision_policy_builds_mixed_models_and_restores_the_global_policy():
+    assert training.resolve_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert training.resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="'fp8'.*auto, float32, mixed_bfloat16"):
+        training.resolve_precision("fp8")
+    before = keras.mixed_precision.global_policy().name
+    with training.precision_policy("mixed_bfloat16"):
+        model = mmkeras.create_model("image_resnet9", num_classes=3, image_shape=(8, 8, 3),
+                                     branch_config={"width": 2})
+    assert keras.mixed_precision.global_policy().name == before
+    assert model.get_layer("image_prep_conv").compute_dtype == "bfloat16"
+    assert model.get_layer("image_prep_conv").variable_dtype == "float32"
+    out = model({"image": np.zeros((2, 8, 8, 3), "float32"), "text": np.zeros((2, 1), "int32")})
+    assert out["label"].dtype == "float32"  # the softmax head stays float32

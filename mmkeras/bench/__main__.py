@@ -2,14 +2,17 @@
 
 import argparse
 
-from mmkeras.bench.runner import BenchConfig, run
+from mmkeras.bench.runner import DEFAULT_FUSED, DEFAULT_MODELS, BenchConfig, run
 from mmkeras.distribute import STRATEGIES
+from mmkeras.training import PRECISIONS
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m mmkeras.bench", description=__doc__)
     p.add_argument("--data", default="cifar10", help="cifar10, cifar100, synthetic, or a paired-format DIR")
-    p.add_argument("--models", default="seed_*", help="wildcard over registered models, e.g. '*', 'gmu_*'")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help="comma-separated wildcards over registered models and ensembles, e.g. '*', "
+                        f"'gmu_*', 'ensemble_*' (default: the default run, {DEFAULT_MODELS!r})")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -22,7 +25,21 @@ def parse_args(argv=None):
     p.add_argument("--tensorboard", default=None, help="write TensorBoard logs for every model here")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="train fused rows from scratch instead of from this run's unimodal rows")
-    p.add_argument("--fused-epochs", type=int, default=2, help="epochs of a warm-started fused row")
+    p.add_argument("--fused-epochs", type=int, default=1, help="epochs of a warm-started fused row")
+    p.add_argument("--pretrain-image", default=None, metavar="{cifar10,cifar100,DIR}",
+                   help="first train an image-only model on this image set (DIR: SPLIT/CLASS/*.jpg "
+                        "folders or a tarball of them), then warm-start every fused row's image branch from it")
+    p.add_argument("--pretrain-model", default=None,
+                   help="the image-only model to pretrain (default: image_<branch> for each image "
+                        "branch the selected fused rows use)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="epochs of pretraining (default: as image rows)")
+    p.add_argument("--image-precision", default="auto", choices=PRECISIONS,
+                   help="dtype policy of image-only rows and pretraining (auto: mixed_float16 on a "
+                        "GPU, mixed_bfloat16 on a CPU with native bf16, else float32)")
+    p.add_argument("--robustness-samples", type=int, default=2000,
+                   help="seeded test subset on which the five robustness accuracies are measured")
+    p.add_argument("--default-fused", default=DEFAULT_FUSED,
+                   help="the from-scratch fused row whose time to the recipe's accuracy is the headline")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips/shifts")
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--vocab-size", type=int, default=2000)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 import mmkeras
 from mmkeras import distribute, training
-from mmkeras.bench import measure, recipe, report
+from mmkeras.bench import measure, pretrain, recipe, report
 from mmkeras.models import zoo
 from mmkeras.data import (load_paired, load_paired_cifar, make_datasets, make_synthetic)
 from mmkeras.data.pipeline import with_modality_dropout
@@ -23,10 +23,18 @@ from mmkeras.evaluation import classification_report, confusion_matrix
 BUILTIN_DATA = ("cifar10", "cifar100", "synthetic")
 
 
+# The default run (see README, "What the default run trains"): the seed recipe and the seed
+# graph through the package pipeline, one from-scratch fused model, the strong image and
+# text branches once each, every fusion family warm-started from them, every ensemble.
+DEFAULT_MODELS = "seed_concat,gmu_cnn_lstm,image_resnet9,text_bilstm,*_resnet9_bilstm,ensemble_*"
+# The fused model trained from scratch whose time to the recipe's accuracy is the headline.
+DEFAULT_FUSED = "gmu_cnn_lstm"
+
+
 @dataclasses.dataclass
 class BenchConfig:
     data: str = "cifar10"
-    models: str = "seed_*"
+    models: str = DEFAULT_MODELS
     epochs: int = None  # None: each row's default (recipe rows 10, others DEFAULT_EPOCHS)
     batch_size: int = 128
     seed: int = 0
@@ -40,14 +48,25 @@ class BenchConfig:
     vocab_size: int = 2000
     sequence_length: int = 24
     warm_start: bool = True  # fused rows start from this run's unimodal rows (frozen image branch)
-    fused_epochs: int = 2  # epochs of a warm-started fused row
+    fused_epochs: int = 1  # epochs of a warm-started fused row
+    robustness_samples: int = 2000  # seeded test subset for the five perturbed evaluations
+    default_fused: str = DEFAULT_FUSED
+    pretrain_image: str = None  # cifar10, cifar100 or an image-folder DIR: see pretrain.py
+    pretrain_model: str = None  # image-only model to pretrain; None: the selected fused rows' branch
+    pretrain_epochs: int = None
     augment: bool = True  # random flips and shifts for image-consuming rows
     learning_rate: float = 2e-3  # peak of a cosine decay over each row's steps
     strategy: str = "default"  # mmkeras.distribute.get_strategy name; models are built in its scope
+    # Dtype policy of image-only rows and pretraining (see training.resolve_precision); the
+    # other rows, the recipe and every fused model stay float32.
+    image_precision: str = "auto"
     callbacks: list = dataclasses.field(default_factory=list)
 
 
-DEFAULT_EPOCHS = 8
+# Epochs per family when --epochs is not given. The image row is the long one: 17 epochs
+# of image_resnet9 take about 26-29 minutes on 2 CPU cores with native bf16 (see
+# image_precision), about 35 in float32.
+DEFAULT_EPOCHS = {"image": 17, "text": 10, "fused": 8}
 QUICK = dict(n_train=1000, n_test=300, epochs=1)
 
 
@@ -104,7 +123,7 @@ class EpochCurve(keras.callbacks.Callback):
         self.features, self.labels, self.curve = features, labels, []
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+        self.start, self.eval_seconds = time.perf_counter(), 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.start
@@ -114,7 +133,15 @@ class EpochCurve(keras.callbacks.Callback):
         self.curve.append({"epoch": epoch + 1, "seconds": seconds,
                            "val_accuracy": float(logs.get("val_accuracy", logs.get("val_label_accuracy", np.nan))),
                            "test_accuracy": float(np.mean(pred == self.labels))})
+        self.eval_seconds += time.perf_counter() - eval_start
         self.start += time.perf_counter() - eval_start  # evaluation time is not training time
+
+    def exclude_from(self, stats):
+        """`stats` of the fit this curve watched, without the curve's own evaluations: the
+        benchmark's instrumentation is not training, and it costs the fast rows most."""
+        seconds = stats["train_seconds"] - getattr(self, "eval_seconds", 0.0)
+        samples = stats["train_samples_per_second"] * stats["train_seconds"]
+        return dict(stats, train_seconds=seconds, train_samples_per_second=samples / seconds)
 
 
 def _callbacks(config, name, extra):
@@ -124,10 +151,11 @@ def _callbacks(config, name, extra):
     return cbs
 
 
-def run_row(name, ds, config, warm=None):
+def run_row(name, ds, config, warm=None, pretrained=None):
     """Train and measure one row; returns its results dict (and the trained model).
 
     warm: {(modality, branch): .keras path} of unimodal models trained earlier in the run.
+    pretrained: the same for models trained by --pretrain-image; they win over `warm`.
     """
     keras.utils.set_random_seed(config.seed)
     test_x, test_y = ds.arrays["test"]
@@ -152,10 +180,14 @@ def run_row(name, ds, config, warm=None):
         family = recipe.KINDS[base]
         model = recipe.build_recipe_model(base, num_classes=ds.num_classes, image_shape=ds.image_shape,
                                           vocab_size=ds.vocab_size)
-        # The recipe's own arrays: train + validation re-joined (it splits 80/20 itself).
-        train_x = {k: np.concatenate([ds.arrays["train"][0][k], ds.arrays["validation"][0][k]])
+        # The recipe's own arrays: train + validation re-joined (it splits 80/20 itself), in
+        # a seeded random order as keras.datasets delivers CIFAR. Keras takes the *last* 20%
+        # as validation without shuffling: on class-sorted arrays (a folder of class folders)
+        # it would never train on the last classes.
+        order = np.random.default_rng(config.seed).permutation(ds.size("train") + ds.size("validation"))
+        train_x = {k: np.concatenate([ds.arrays["train"][0][k], ds.arrays["validation"][0][k]])[order]
                    for k in ("image", "text")}
-        train_y = np.concatenate([ds.arrays["train"][1], ds.arrays["validation"][1]])
+        train_y = np.concatenate([ds.arrays["train"][1], ds.arrays["validation"][1]])[order]
         train_x["text"] = recipe.pre_pad(train_x["text"])
 
         def prepare(features):  # perturbations act on right-padded ids; the recipe reads pre-padded
@@ -164,6 +196,7 @@ def run_row(name, ds, config, warm=None):
         curve = EpochCurve(prepare(test_x), test_y)
         fitted, stats = recipe.fit_recipe(model, train_x, train_y, epochs=config.epochs,
                                           callbacks=_callbacks(config, name, [curve]))
+        stats = curve.exclude_from(stats)
         history = fitted.history
     else:
         family = mmkeras.model_family(name)
@@ -175,51 +208,78 @@ def run_row(name, ds, config, warm=None):
         used = _branches_of(name)
         if config.augment and "image" in used:
             kwargs["image_augmentation"] = "flip_translate"
-        epochs = config.epochs or DEFAULT_EPOCHS
+        epochs = config.epochs or DEFAULT_EPOCHS[family]
         if family == "fused":
             warm = warm if config.warm_start else {}
-            inits = {m: getattr(config, f"{m}_init") or (warm or {}).get((m, used.get(m)))
-                     for m in ("image", "text")}
+            inits = {m: getattr(config, f"{m}_init") or (pretrained or {}).get((m, used.get(m)))
+                     or (warm or {}).get((m, used.get(m))) for m in ("image", "text")}
+            # Early fusion feeds text channels into the image branch's first convolution:
+            # that branch must keep learning (it starts as the image row, see transfer_weights).
             kwargs.update(image_init=inits["image"], text_init=inits["text"],
-                          freeze_image=inits["image"] is not None)
+                          freeze_image=inits["image"] is not None and zoo.FUSED_PRESETS.get(name, {}).get("fusion") != "early")
+            warm_started = {m: os.path.splitext(os.path.basename(p))[0] for m, p in inits.items() if p}
             if inits["image"] is not None or inits["text"] is not None:
                 epochs = config.fused_epochs
-        model = mmkeras.create_model(name, **kwargs)
-        steps = epochs * int(np.ceil(ds.size("train") / config.batch_size))
-        training.compile_model(model, learning_rate=keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=max(steps, 1), alpha=0.01))
+        with training.precision_policy(config.image_precision if family == "image" else "float32"):
+            model = mmkeras.create_model(name, **kwargs)
+        training.compile_model(model, learning_rate=pretrain.cosine_schedule(
+            config.learning_rate, epochs, ds.size("train"), config.batch_size))
         curve = EpochCurve(test_x, test_y)
         train = with_modality_dropout(ds.train, config.modality_dropout, config.seed)
         fitted, stats = training.fit(model, dataclasses.replace(ds, train=train), epochs=epochs,
                                      callbacks=_callbacks(config, name, [curve]), verbose=2)
+        stats = curve.exclude_from(stats)
         history = fitted.history
 
     def predict(features):
         return training.predict_proba(model, prepare(features)).argmax(-1)
 
     pred = predict(test_x)
+    # Robustness on a seeded subset: five perturbed passes over the full test set would
+    # cost more than some rows' training.
+    subset = np.random.default_rng(config.seed).permutation(len(test_y))[: config.robustness_samples]
+    subset_x = {k: v[np.sort(subset)] for k, v in test_x.items()}
     row = {"name": name, "family": family,
            **{("test_accuracy" if k == "accuracy" else k): v
               for k, v in classification_report(test_y, pred, ds.num_classes).items()},
            "params": int(model.count_params()), **stats,
            "predict_ms_per_sample": measure.predict_ms_per_sample(model, prepare(test_x)),
            "latency_ms_p50": measure.latency_p50_ms(model, prepare(test_x)),
-           "robustness": measure.robustness(predict, test_x, test_y, config.seed),
+           "robustness": measure.robustness(predict, subset_x, test_y[np.sort(subset)], config.seed),
            "confusion_matrix": confusion_matrix(test_y, pred, ds.num_classes).tolist(),
            "curve": curve.curve, "history": {k: [float(v) for v in vs] for k, vs in history.items()}}
+    if family == "fused" and not name.startswith("recipe_"):
+        row["warm_start"] = warm_started  # modality -> the row (or file) its branch came from
     return row, model
 
 
-def time_to_accuracy(rows):
-    """Seconds each row took to reach the seed recipe's final test accuracy (None: never)."""
+def time_to_accuracy(rows, default_fused=DEFAULT_FUSED, pretrained=()):
+    """Seconds each row took to reach the seed recipe's final test accuracy (None: never).
+
+    A warm-started row's own seconds leave out the training of the unimodal rows it
+    started from; `models_with_warm_start` adds them back (the honest total). The
+    `default_fused` entry is the headline: that model against the recipe's training time.
+    """
     ref = next((r for r in rows if r["name"] == "recipe_seed_concat"), None)
     if ref is None:
         return {}
-    target = ref["test_accuracy"]
-    out = {"target": target, "recipe_seconds": ref["train_seconds"], "models": {}}
+    target, by_name = ref["test_accuracy"], {r["name"]: r for r in rows}
+    by_name.update({os.path.splitext(os.path.basename(p["path"]))[0]: p for p in pretrained})
+    out = {"target": target, "recipe_seconds": ref["train_seconds"], "models": {},
+           "models_with_warm_start": {}}
     for r in rows:
         hit = next((c["seconds"] for c in r.get("curve", []) if c["test_accuracy"] >= target), None)
         out["models"][r["name"]] = hit
+        sources = (r.get("warm_start") or {}).values()
+        if hit is not None and sources:
+            hit += sum(by_name[s]["train_seconds"] if s in by_name else float("nan") for s in sources)
+        out["models_with_warm_start"][r["name"]] = hit
+    seconds = out["models_with_warm_start"].get(default_fused)
+    if any(r["name"] == default_fused for r in rows):
+        out["default_fused"] = {
+            "name": default_fused, "seconds": seconds,
+            "fraction_of_recipe_seconds": None if seconds is None else seconds / ref["train_seconds"],
+            "final_test_accuracy": by_name[default_fused]["test_accuracy"]}
     return out
 
 
@@ -243,8 +303,10 @@ def run(config):
         config.epochs = QUICK["epochs"]
     ds = make_datasets(data, batch_size=config.batch_size, vocab_size=config.vocab_size,
                        sequence_length=config.sequence_length, seed=config.seed)
+    names = select_rows(config.models)
+    pretrained, pretrain_info = _pretrain(config, ds, names)
     rows, best, warm = [], (None, {"test_accuracy": -1.0}), {}
-    for name in tqdm(select_rows(config.models), desc="benchmark", unit="model"):
+    for name in tqdm(names, desc="benchmark", unit="model"):
         path = os.path.join(config.out, "rows", f"{name}.json")
         saved = os.path.join(config.out, "rows", f"{name}.keras")
         if os.path.isfile(path):  # finished in an earlier run: resume
@@ -252,8 +314,10 @@ def run(config):
                 row, model = json.load(f), None
         else:
             print(f"\n== {name}")
+            start = time.perf_counter()
             with strategy.scope():  # models, optimizers and metrics belong to the strategy
-                row, model = run_row(name, ds, config, warm)
+                row, model = run_row(name, ds, config, warm, pretrained)
+            row["wall_seconds"] = time.perf_counter() - start  # training + every measurement
             if row["family"] in ("image", "text") and not name.startswith("recipe_"):
                 model.save(saved)  # later fused rows (and resumed runs) warm-start from it
             report.write_json(path, row)
@@ -272,12 +336,46 @@ def run(config):
     results = {"dataset": data.name, "num_classes": ds.num_classes, "n_train": ds.size("train"),
                "n_test": ds.size("test"), "image_shape": list(ds.image_shape),
                "class_names": ds.class_names, "seed": config.seed, "models": rows,
-               "time_to_accuracy": time_to_accuracy(rows), "speedup": speedups(rows)}
+               "robustness_samples": min(config.robustness_samples, ds.size("test")),
+               "time_to_accuracy": time_to_accuracy(rows, config.default_fused, pretrain_info),
+               "speedup": speedups(rows), "pretrain": pretrain_info,
+               # The whole run's cost, resumed parts included: rows, their measurements, pretraining.
+               "wall_seconds": None if any("wall_seconds" not in r for r in rows)
+               else sum(r["wall_seconds"] for r in rows) + sum(p["total_seconds"] for p in pretrain_info)}
     report.write_json(os.path.join(config.out, "results.json"), results)
     with open(os.path.join(config.out, "results.md"), "w", encoding="utf-8") as f:
         f.write(report.results_markdown(results))
     report.plot_all(results, config.out)
     return results
+
+
+def _pretrain(config, ds, names):
+    """--pretrain-image: ({("image", branch): .keras path}, [info]) for the fused rows."""
+    if not config.pretrain_image:
+        return {}, []
+    fused = [n for n in names if not n.startswith("recipe_") and _family(n) == "fused"]
+    if not fused:
+        raise ValueError("--pretrain-image warm-starts the image branch of fused rows, but "
+                         f"--models {config.models!r} selects none.")
+    used = sorted({_branches_of(n)["image"] for n in fused})
+    models = [config.pretrain_model] if config.pretrain_model else [f"image_{b}" for b in used]
+    for model_name in models:
+        if mmkeras.model_family(model_name) != "image" or zoo.UNIMODAL_PRESETS[model_name]["branch"] not in used:
+            raise ValueError(f"--pretrain-model {model_name!r} must be an image-only model whose branch a "
+                             f"selected fused row uses: one of {', '.join(f'image_{b}' for b in used)}.")
+    pretrained, infos = {}, []
+    for model_name in models:
+        print(f"\n== pretraining {model_name} on {config.pretrain_image}")
+        info = pretrain.pretrain_image_model(
+            model_name, config.pretrain_image, image_shape=ds.image_shape,
+            out_dir=os.path.join(config.out, "pretrain"),
+            epochs=config.pretrain_epochs or config.epochs or DEFAULT_EPOCHS["image"],
+            batch_size=config.batch_size, learning_rate=config.learning_rate, augment=config.augment,
+            seed=config.seed, callbacks=_callbacks(config, f"pretrain_{model_name}", []),
+            precision=config.image_precision)
+        pretrained[("image", zoo.UNIMODAL_PRESETS[model_name]["branch"])] = info["path"]
+        infos.append(info)
+    return pretrained, infos
 
 
 def _export_best(model, ds, data, config, row):

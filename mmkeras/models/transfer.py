@@ -1,6 +1,7 @@
 """Copy a branch's weights between models by layer name, and freeze a branch."""
 
 import keras
+import numpy as np
 
 
 def _load(source):
@@ -19,7 +20,10 @@ def transfer_weights(source, target, prefix):
     """Copy weights of the `prefix_*` layers of `source` into the same-named layers of `target`.
 
     Returns the copied layer names. Raises if no layer matches or a shape disagrees, so a
-    silent no-op (the wrong branch type, say) cannot happen.
+    silent no-op (the wrong branch type, say) cannot happen. One disagreement is bridged:
+    a convolution kernel whose target takes *more* input channels (early fusion adds text
+    channels to the pixels) gets the source kernel in its first channels and zeros in the
+    rest, so the target starts out computing exactly what the source did.
     """
     source = _load(source)
     src, dst = _prefixed(source, prefix), _prefixed(target, prefix)
@@ -34,9 +38,24 @@ def transfer_weights(source, target, prefix):
         s, d = src[name].get_weights(), dst[name].get_weights()
         shapes = ([w.shape for w in s], [w.shape for w in d])
         if shapes[0] != shapes[1]:
-            raise ValueError(f"Layer '{name}': weight shapes differ, source {shapes[0]} vs target {shapes[1]}.")
+            s = [_extend_input_channels(a, b.shape) for a, b in zip(s, d)] if len(s) == len(d) else None
+            if s is None or any(w is None for w in s):
+                raise ValueError(f"Layer '{name}': weight shapes differ, source {shapes[0]} vs target {shapes[1]}.")
         dst[name].set_weights(s)
     return common
+
+
+def _extend_input_channels(weight, shape):
+    """`weight` zero-padded along a conv kernel's input-channel axis to `shape`; None when
+    that is not the only difference."""
+    if weight.shape == shape:
+        return weight
+    if (weight.ndim != 4 or len(shape) != 4 or weight.shape[:2] != shape[:2]
+            or weight.shape[3] != shape[3] or weight.shape[2] > shape[2]):
+        return None
+    out = np.zeros(shape, dtype=weight.dtype)
+    out[:, :, : weight.shape[2]] = weight
+    return out
 
 
 def freeze_prefix(model, prefix):

@@ -28,12 +28,12 @@ FUSION_SIZES = {
 
 # The seed recipe's branches and the stronger pair every fusion family also gets.
 SEED = dict(image_branch="simple_cnn", text_branch="lstm")
-STRONG = dict(image_branch="resnet", text_branch="bilstm")
+STRONG = dict(image_branch="resnet9", text_branch="bilstm")
 
 FUSED_PRESETS = {
     "seed_concat": dict(SEED, fusion="concat"),
     **{f"{f}_cnn_lstm": dict(SEED, fusion=f) for f in FUSION_SIZES if f != "concat"},
-    **{f"{f}_resnet_bilstm": dict(STRONG, fusion=f) for f in FUSION_SIZES},
+    **{f"{f}_resnet9_bilstm": dict(STRONG, fusion=f) for f in FUSION_SIZES},
     "gmu_resnet_transformer": dict(image_branch="resnet", text_branch="transformer", fusion="gmu"),
 }
 

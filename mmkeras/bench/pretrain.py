@@ -1,0 +1,95 @@
+"""`--pretrain-image`: train an image-only model on a larger image set first.
+
+A small paired set cannot train a strong image branch from scratch (a from-scratch fused
+model then loses to its own text branch). Here the image-only model learns on a large
+image-only set (CIFAR-10, CIFAR-100 or the user's folder of class folders), with its own
+classes and head; the benchmark's fused rows then copy its `image_*` layers and keep them
+frozen, exactly as `image_init=` does.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import mmkeras
+from mmkeras import training
+from mmkeras.bench.report import write_json
+from mmkeras.data import PairedData, PairedSplit, make_datasets
+from mmkeras.data.images import CIFAR_NAMES, load_cifar, load_image_folder, load_image_tarball
+from mmkeras.evaluation import accuracy
+
+
+def load_pretrain_images(spec, progress=True):
+    """An ImageSet from 'cifar10', 'cifar100', a SPLIT/CLASS/*.jpg folder tree or its tarball."""
+    if spec in CIFAR_NAMES:
+        return load_cifar(spec, progress=progress)
+    if os.path.isdir(spec):
+        return load_image_folder(spec, progress=progress)
+    if os.path.isfile(spec):
+        return load_image_tarball(spec, progress=progress)
+    raise ValueError(f"Unknown --pretrain-image {spec!r}: expected one of {', '.join(CIFAR_NAMES)}, "
+                     "a directory of train/CLASS/*.jpg and test/CLASS/*.jpg folders, or a tarball of one.")
+
+
+def resize_images(images, image_shape, batch_size=1024):
+    """uint8 images resized (bilinear, antialiased) to `image_shape`'s height and width."""
+    height, width = image_shape[:2]
+    if images.shape[1:3] == (height, width):
+        return images
+    out = [tf.image.resize(images[i : i + batch_size], (height, width), antialias=True).numpy()
+           for i in range(0, len(images), batch_size)]
+    return np.clip(np.round(np.concatenate(out)), 0, 255).astype(np.uint8)
+
+
+def cosine_schedule(peak, epochs, n_train, batch_size):
+    """The benchmark's learning rate: cosine decay from `peak` over all of a row's steps."""
+    steps = epochs * int(np.ceil(n_train / batch_size))
+    return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(steps, 1), alpha=0.01)
+
+
+def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batch_size=128,
+                         learning_rate=2e-3, augment=True, seed=0, callbacks=None, precision="auto"):
+    """Train image-only `model_name` on the image set `spec`, save it; returns an info dict.
+
+    Images are resized to the paired set's `image_shape`, so the branch fits the fused
+    rows. The model is saved as OUT_DIR/<model>_<set>.keras; if that file and its info
+    exist (an earlier, interrupted run), nothing is trained again.
+    """
+    if mmkeras.model_family(model_name) != "image":
+        raise ValueError(f"--pretrain-model must name an image-only model (image_*). Received "
+                         f"{model_name!r}; image models: {', '.join(mmkeras.list_models('image_*'))}.")
+    tag = os.path.basename(os.path.normpath(spec))
+    path = os.path.join(out_dir, f"{model_name}_{tag}.keras")
+    info_path = path[: -len(".keras")] + ".json"
+    if os.path.isfile(path) and os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            return json.load(f)
+    images = load_pretrain_images(spec)
+    # A one-word placeholder caption (an image-only model never reads it; a vocabulary
+    # adapted on empty strings alone would be empty).
+    data = PairedData(*(PairedSplit(resize_images(x, image_shape), np.full(len(y), "image"), y)
+                        for x, y in ((images.train_images, images.train_labels),
+                                     (images.test_images, images.test_labels))),
+                      list(images.class_names), name=tag)
+    ds = make_datasets(data, batch_size=batch_size, vocab_size=3, sequence_length=1, seed=seed)
+    keras.utils.set_random_seed(seed)
+    with training.precision_policy(precision):
+        model = mmkeras.create_model(model_name, num_classes=ds.num_classes, image_shape=tuple(image_shape),
+                                     image_augmentation="flip_translate" if augment else None)
+    training.compile_model(model, learning_rate=cosine_schedule(learning_rate, epochs, ds.size("train"),
+                                                                batch_size))
+    start = time.perf_counter()
+    _, stats = training.fit(model, ds, epochs=epochs, callbacks=callbacks, verbose=2)
+    features, labels = ds.arrays["test"]
+    info = {"model": model_name, "source": spec, "path": path, "num_classes": ds.num_classes,
+            "n_train": ds.size("train"), "n_test": ds.size("test"),
+            "test_accuracy": accuracy(labels, training.predict_proba(model, features).argmax(-1)),
+            "total_seconds": time.perf_counter() - start, **stats}
+    os.makedirs(out_dir, exist_ok=True)
+    model.save(path)
+    write_json(info_path, info)
+    return info

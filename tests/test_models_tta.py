@@ -1,0 +1,50 @@
+"""with_flip_tta: predictions averaged over an image and its mirror, as a saveable model."""
+
+import keras
+import numpy as np
+import pytest
+
+import mmkeras
+from mmkeras.layers import HorizontalFlip
+from mmkeras.models import with_flip_tta
+
+KW = dict(num_classes=3, image_shape=(8, 8, 3), vocab_size=20, sequence_length=5)
+
+
+def _batch(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 255, (n, 8, 8, 3)).astype("float32"),
+            "text": rng.integers(0, 20, (n, 5)).astype("int32")}
+
+
+def test_horizontal_flip_mirrors_the_width_axis():
+    x = np.arange(2 * 3 * 4 * 1, dtype="float32").reshape(2, 3, 4, 1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(HorizontalFlip()(x)), x[:, :, ::-1])
+    assert HorizontalFlip.from_config(HorizontalFlip(name="f").get_config()).name == "f"
+
+
+def test_tta_averages_the_two_views_and_is_mirror_invariant(tmp_path):
+    keras.utils.set_random_seed(0)
+    base = mmkeras.create_model("seed_concat", **KW)
+    tta = with_flip_tta(base)
+    x = _batch()
+    mirrored = dict(x, image=x["image"][:, :, ::-1])
+    expected = (base(x)["label"] + base(mirrored)["label"]) / 2
+    got = tta(x)["label"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(tta(mirrored)["label"]),
+                               keras.ops.convert_to_numpy(got), atol=1e-6)
+    assert not np.allclose(keras.ops.convert_to_numpy(base(x)["label"]), keras.ops.convert_to_numpy(got))
+    path = tmp_path / "tta.keras"
+    tta.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects: the flip layer is registered
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["label"], tta.predict(x, verbose=0)["label"], atol=1e-6)
+
+
+def test_tta_keeps_every_output_and_rejects_models_without_an_image_input():
+    model = mmkeras.create_model("seed_concat", **KW, aux_loss_weights={"image_label": 0.3})
+    assert set(with_flip_tta(model).output) == {"label", "image_label"}
+    tokens = keras.Input((5,), dtype="int32", name="text")
+    text_only = keras.Model({"text": tokens}, {"label": keras.layers.Embedding(20, 3, name="label")(tokens)})
+    with pytest.raises(ValueError, match="'image' input"):
+        with_flip_tta(text_only)
