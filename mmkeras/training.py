@@ -65,6 +65,12 @@ def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None):
     )
 
 
+def cosine_schedule(peak, epochs, n_train, batch_size):
+    """Cosine decay from `peak` to 1% of it over all the steps of an `epochs`-long fit."""
+    steps = epochs * int(np.ceil(n_train / batch_size))
+    return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(steps, 1), alpha=0.01)
+
+
 def compile_model(model, **kwargs):
     model.compile(**compile_settings(model, **kwargs))
     return model

@@ -20,7 +20,6 @@ from mmkeras import training
 from mmkeras.bench.report import write_json
 from mmkeras.data import PairedData, PairedSplit, make_datasets
 from mmkeras.data.images import CIFAR_NAMES, load_cifar, load_image_folder, load_image_tarball
-from mmkeras.evaluation import accuracy
 
 
 def load_pretrain_images(spec, progress=True):
@@ -43,12 +42,6 @@ def resize_images(images, image_shape, batch_size=1024):
     out = [tf.image.resize(images[i : i + batch_size], (height, width), antialias=True).numpy()
            for i in range(0, len(images), batch_size)]
     return np.clip(np.round(np.concatenate(out)), 0, 255).astype(np.uint8)
-
-
-def cosine_schedule(peak, epochs, n_train, batch_size):
-    """The benchmark's learning rate: cosine decay from `peak` over all of a row's steps."""
-    steps = epochs * int(np.ceil(n_train / batch_size))
-    return keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(steps, 1), alpha=0.01)
 
 
 def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batch_size=128,
@@ -80,14 +73,13 @@ def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batc
     with training.precision_policy(precision):
         model = mmkeras.create_model(model_name, num_classes=ds.num_classes, image_shape=tuple(image_shape),
                                      image_augmentation="flip_translate" if augment else None)
-    training.compile_model(model, learning_rate=cosine_schedule(learning_rate, epochs, ds.size("train"),
-                                                                batch_size))
+    training.compile_model(model, learning_rate=training.cosine_schedule(
+        learning_rate, epochs, ds.size("train"), batch_size))
     start = time.perf_counter()
     _, stats = training.fit(model, ds, epochs=epochs, callbacks=callbacks, verbose=2)
-    features, labels = ds.arrays["test"]
     info = {"model": model_name, "source": spec, "path": path, "num_classes": ds.num_classes,
             "n_train": ds.size("train"), "n_test": ds.size("test"),
-            "test_accuracy": accuracy(labels, training.predict_proba(model, features).argmax(-1)),
+            "test_accuracy": training.evaluate(model, ds)[0]["accuracy"],
             "total_seconds": time.perf_counter() - start, **stats}
     os.makedirs(out_dir, exist_ok=True)
     model.save(path)

@@ -222,7 +222,7 @@ def run_row(name, ds, config, warm=None, pretrained=None):
                 epochs = config.fused_epochs
         with training.precision_policy(config.image_precision if family == "image" else "float32"):
             model = mmkeras.create_model(name, **kwargs)
-        training.compile_model(model, learning_rate=pretrain.cosine_schedule(
+        training.compile_model(model, learning_rate=training.cosine_schedule(
             config.learning_rate, epochs, ds.size("train"), config.batch_size))
         curve = EpochCurve(test_x, test_y)
         train = with_modality_dropout(ds.train, config.modality_dropout, config.seed)
