@@ -8,6 +8,7 @@ import pytest
 from mmkeras.bench import BenchConfig, run, select_rows
 from mmkeras.bench.measure import ROBUSTNESS, drop_words, perturbations
 from mmkeras.bench.recipe import pre_pad
+from mmkeras.bench.runner import DEFAULT_BATCH_SIZE, SEED_BATCH_SIZE, row_batch_size
 from mmkeras.data import PairedData, PairedSplit, save_paired
 from mmkeras.data.pipeline import make_dataset, with_modality_dropout
 
@@ -63,6 +64,8 @@ def test_results_schema(results):
     # The fused row warm-started from this run's unimodal rows: it trained fused_epochs only.
     epochs = {m["name"]: m["epochs"] for m in on_disk["models"]}
     assert epochs["seed_concat"] == 1 and epochs["seed_image"] == 2 and epochs["recipe_seed_concat"] == 2
+    batches = {m["name"]: m["batch_size"] for m in on_disk["models"]}
+    assert batches["seed_concat"] == 16 and batches["recipe_seed_concat"] == 32  # --batch-size, the recipe's
     assert (out / "rows" / "seed_image.keras").is_file()
 
 
@@ -99,12 +102,20 @@ def test_ensemble_rows_combine_the_best_unimodal_rows(user_dir, tmp_path):
 
 
 def test_same_seed_same_metrics(user_dir, tmp_path):
-    def once(sub):
-        cfg = BenchConfig(data=user_dir, models="seed_text", epochs=1, batch_size=16, out=str(tmp_path / sub),
+    def once(sub):  # default batch sizes: the seed row's larger batch, the recipe's 32
+        cfg = BenchConfig(data=user_dir, models="seed_text", epochs=1, out=str(tmp_path / sub),
                           vocab_size=50, sequence_length=6)
-        return {m["name"]: (m["test_accuracy"], m["robustness"]) for m in run(cfg)["models"]}
+        return {m["name"]: (m["test_accuracy"], m["robustness"], m["batch_size"]) for m in run(cfg)["models"]}
 
-    assert once("a") == once("b")
+    a = once("a")
+    assert a == once("b")
+    assert a["seed_text"][2] == SEED_BATCH_SIZE and a["recipe_seed_text"][2] == 32
+
+
+def test_row_batch_size():
+    assert row_batch_size("seed_concat", BenchConfig()) == SEED_BATCH_SIZE == 256
+    assert row_batch_size("gmu_cnn_lstm", BenchConfig()) == DEFAULT_BATCH_SIZE == 128
+    assert row_batch_size("seed_concat", BenchConfig(batch_size=64)) == 64  # --batch-size: every row
 
 
 def test_unknown_pattern_and_data():

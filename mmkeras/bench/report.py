@@ -15,7 +15,7 @@ def write_json(path, payload):
 
 def results_markdown(results):
     rows = sorted(results["models"], key=lambda m: -m["test_accuracy"])
-    head = ("| model | family | test acc | macro-F1 | params | epochs | train s | samples/s | "
+    head = ("| model | family | test acc | macro-F1 | params | epochs | batch | train s | samples/s | "
             "predict ms/sample | p50 ms | text missing | image missing | words -50% | noise 0.1 | noise 0.3 |")
     lines = [f"# {results['dataset']}: {results['n_train']} train / {results['n_test']} test, "
              f"{results['num_classes']} classes, images {tuple(results['image_shape'])}", "",
@@ -24,7 +24,7 @@ def results_markdown(results):
         r = m["robustness"]
         lines.append(
             f"| {m['name']} | {m['family']} | {m['test_accuracy']:.4f} | {m['macro_f1']:.4f} | "
-            f"{m['params']:,} | {m['epochs']} | {m['train_seconds']:.1f} | "
+            f"{m['params']:,} | {m['epochs']} | {m.get('batch_size') or '-'} | {m['train_seconds']:.1f} | "
             f"{m['train_samples_per_second']:.0f} | {m['predict_ms_per_sample']:.3f} | "
             f"{m['latency_ms_p50']:.2f} | {r['text_missing']:.3f} | {r['image_missing']:.3f} | "
             f"{r['word_dropout_0.5']:.3f} | {r['image_noise_0.1']:.3f} | {r['image_noise_0.3']:.3f} |")

@@ -67,6 +67,8 @@ class PairedDatasets:
     vocab_size: int
     sequence_length: int
     arrays: dict  # split -> (features dict, labels): the vectorized arrays behind the pipelines
+    batch_size: int = None  # of the pipelines (None: unknown, built by hand)
+    seed: int = 0  # of the training pipeline's shuffle
 
     @property
     def num_classes(self):
@@ -79,6 +81,18 @@ class PairedDatasets:
 
     def size(self, split):
         return len(self.arrays[split][1])
+
+    def with_batch_size(self, batch_size):
+        """The same splits, vectorizer and shuffle seed, batched by `batch_size` (pipelines
+        rebuilt from the arrays; text is not vectorized again)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an int >= 1. Received batch_size={batch_size!r}.")
+        if batch_size == self.batch_size:
+            return self
+        pipelines = {split: make_dataset(*self.arrays[split], batch_size=batch_size,
+                                         shuffle=split == "train", seed=self.seed)
+                     for split in self.arrays}
+        return dataclasses.replace(self, **pipelines, batch_size=batch_size)
 
 
 def split_train_validation(n, validation_fraction, seed):
@@ -109,7 +123,7 @@ def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=24,
     return PairedDatasets(
         pipelines["train"], pipelines["validation"], pipelines["test"], vectorizer,
         list(data.class_names), data.image_shape, len(vectorizer.get_vocabulary()),
-        sequence_length, arrays,
+        sequence_length, arrays, batch_size, seed,
     )
 
 
