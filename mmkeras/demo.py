@@ -59,7 +59,8 @@ def main(argv=None):
         keras.utils.set_random_seed(args.seed)
         model = mmkeras.create_model(name, **datasets.model_kwargs())
         print(f"\n== {name} ({model.count_params():,} parameters)")
-        _, stats = training.fit(model, datasets, epochs=args.epochs, verbose=2)
+        # Fresh pipelines per model: each sees the same seeded data order, whatever ran before.
+        _, stats = training.fit(model, datasets.with_batch_size(args.batch_size), epochs=args.epochs, verbose=2)
         report, _ = training.evaluate(model, datasets)
         rows.append({"name": name, **report, **stats})
     print("\n" + format_table(rows))

@@ -15,7 +15,7 @@ def parse_args(argv=None):
                         f"'gmu_*', 'ensemble_*' (default: the default run, {DEFAULT_MODELS!r})")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None,
-                   help="batch of every package row (default: 256 for the seed_* rows, 128 for the "
+                   help="batch of every package row (default: 512 for the seed_* rows, 128 for the "
                         "others; the recipe rows keep the recipe's 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench")

@@ -83,12 +83,12 @@ class PairedDatasets:
         return len(self.arrays[split][1])
 
     def with_batch_size(self, batch_size):
-        """The same splits, vectorizer and shuffle seed, batched by `batch_size` (pipelines
-        rebuilt from the arrays; text is not vectorized again)."""
+        """Fresh pipelines over the same arrays (text is not vectorized again), batched by
+        `batch_size`. Their shuffle starts from the seed: a pipeline that was iterated
+        before draws a new order every epoch, so a model's data order would depend on what
+        trained before it in the same process."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an int >= 1. Received batch_size={batch_size!r}.")
-        if batch_size == self.batch_size:
-            return self
         pipelines = {split: make_dataset(*self.arrays[split], batch_size=batch_size,
                                          shuffle=split == "train", seed=self.seed)
                      for split in self.arrays}

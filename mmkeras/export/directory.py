@@ -214,9 +214,15 @@ def _tolerance(model, atol):
     digits, so a compiled graph and eager calls may differ by ~1e-3 in probabilities."""
     if atol is not None:
         return atol
-    low = any(getattr(layer, "compute_dtype", "float32") in ("bfloat16", "float16")
-              for layer in model._flatten_layers(include_self=False))
-    return 1e-2 if low else 1e-5
+    return 1e-2 if any(layer.compute_dtype in ("bfloat16", "float16") for layer in _all_layers(model)) else 1e-5
+
+
+def _all_layers(model):
+    """Every layer of `model`, nested models' (ensemble members) included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def verify_export(export_dir, model, vectorizer, image_size=None, atol=None):
