@@ -120,7 +120,8 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None
         backup_freq="epoch", **fit_kwargs):
     """Fit on `datasets.train` with `datasets.validation`; returns (history, stats).
 
-    stats: train_seconds and train_samples_per_second (wall clock, all epochs).
+    stats: train_seconds, train_samples (examples seen, all epochs) and
+    train_samples_per_second (wall clock, all epochs).
     Any Keras callbacks may be passed.
 
     strategy: a `tf.distribute.Strategy` (see `mmkeras.distribute.get_strategy`); default:
@@ -159,7 +160,7 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None
                             **fit_kwargs)
     seconds = time.perf_counter() - start
     samples = datasets.size("train") * len(history.epoch)
-    return history, {"train_seconds": seconds, "train_samples_per_second": samples / seconds,
+    return history, {"train_seconds": seconds, "train_samples": samples, "train_samples_per_second": samples / seconds,
                      "epochs": len(history.epoch)}
 
 

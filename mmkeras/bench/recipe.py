@@ -58,6 +58,6 @@ def fit_recipe(model, features, labels, epochs=None, callbacks=None, verbose=2):
                         validation_split=RECIPE["validation_split"], callbacks=callbacks,
                         verbose=verbose)
     seconds = time.perf_counter() - start
-    n_train = int(len(labels) * (1 - RECIPE["validation_split"]))
-    return history, {"train_seconds": seconds, "epochs": len(history.epoch),
-                     "train_samples_per_second": n_train * len(history.epoch) / seconds}
+    samples = int(len(labels) * (1 - RECIPE["validation_split"])) * len(history.epoch)
+    return history, {"train_seconds": seconds, "epochs": len(history.epoch), "train_samples": samples,
+                     "train_samples_per_second": samples / seconds}

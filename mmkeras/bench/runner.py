@@ -171,7 +171,7 @@ class EpochCurve(keras.callbacks.Callback):
         """`stats` of the fit this curve watched, without the curve's own evaluations: the
         benchmark's instrumentation is not training, and it costs the fast rows most."""
         seconds = stats["train_seconds"] - getattr(self, "eval_seconds", 0.0)
-        samples = stats["train_samples_per_second"] * stats["train_seconds"]
+        samples = stats["train_samples"]
         out = dict(stats, train_seconds=seconds, train_samples_per_second=samples / seconds)
         # Steady state: the median epoch's rate. A shared host slows some epochs by up to
         # 2x; the median shows what the pipeline does when it is not slowed.
@@ -280,15 +280,15 @@ def run_row(name, ds, config, warm=None, pretrained=None):
     pred = curve.predictions if reuse else predict(test_x)
     # Robustness on a seeded subset: five perturbed passes over the full test set would
     # cost more than some rows' training.
-    subset = np.random.default_rng(config.seed).permutation(len(test_y))[: config.robustness_samples]
-    subset_x = {k: v[np.sort(subset)] for k, v in test_x.items()}
+    subset = np.sort(np.random.default_rng(config.seed).permutation(len(test_y))[: config.robustness_samples])
+    subset_x = {k: v[subset] for k, v in test_x.items()}
     row = {"name": name, "family": family,
            **{("test_accuracy" if k == "accuracy" else k): v
               for k, v in classification_report(test_y, pred, ds.num_classes).items()},
            "params": int(model.count_params()), **stats,
            "predict_ms_per_sample": measure.predict_ms_per_sample(model, prepare(test_x)),
            "latency_ms_p50": measure.latency_p50_ms(model, prepare(test_x)),
-           "robustness": measure.robustness(predict, subset_x, test_y[np.sort(subset)], config.seed),
+           "robustness": measure.robustness(predict, subset_x, test_y[subset], config.seed),
            "confusion_matrix": confusion_matrix(test_y, pred, ds.num_classes).tolist(),
            "curve": curve.curve, "history": {k: [float(v) for v in vs] for k, vs in history.items()}}
     if family == "fused" and not name.startswith("recipe_"):
