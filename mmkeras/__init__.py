@@ -4,7 +4,6 @@ __version__ = "0.1.0"
 
 from mmkeras.registry import create_model, list_models, model_family, register_model  # noqa: E402
 # Importing these registers the custom layers and the model builders.
-from mmkeras import layers  # noqa: E402,F401
 from mmkeras import branches  # noqa: E402,F401
 from mmkeras import fusion  # noqa: E402,F401
 from mmkeras import models  # noqa: E402,F401

@@ -271,7 +271,7 @@ def test_applications_frozen_backbone_is_unchanged_by_fit():
 
 def test_applications_preprocessing_follows_the_backbone():
     # MobileNetV2 maps [0, 255] to [-1, 1]; ResNet50 ("caffe") flips to BGR and centres.
-    from mmkeras.branches.layers import ApplicationPreprocessing
+    from mmkeras.branches.applications import ApplicationPreprocessing
 
     pixels = np.full((1, 2, 2, 3), 1.0, dtype="float32")  # already rescaled to [0, 1]
     mobilenet = ApplicationPreprocessing("MobileNetV2")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mmkeras
-from mmkeras.layers import HorizontalFlip
+from mmkeras.models.tta import HorizontalFlip
 from mmkeras.models import with_flip_tta
 
 KW = dict(num_classes=3, image_shape=(8, 8, 3), vocab_size=20, sequence_length=5)

@@ -27,7 +27,7 @@ from mmkeras.branches.base import (
     register_text_branch,
     text_branch,
 )
-from mmkeras.branches import layers  # noqa: F401  (registers the custom layers)
+from mmkeras.branches import text_layers  # noqa: F401  (registers the custom layers)
 
 # Importing the builder modules registers the branches, in this order.
 from mmkeras.branches import image as _image  # noqa: F401,E402

@@ -1,9 +1,60 @@
 """The `applications` image branch: any `keras.applications` model as a backbone."""
 
 import keras
+from keras import ops
 
 from mmkeras.branches.base import ImageFeatures, register_image_branch
-from mmkeras.branches.layers import ApplicationPreprocessing, application_names
+
+
+def application_names():
+    """Names of the `keras.applications` models, e.g. "MobileNetV2", "ResNet50"."""
+    return sorted(
+        n
+        for n in dir(keras.applications)
+        if n[:1].isupper() and callable(getattr(keras.applications, n))
+    )
+
+
+def application_preprocess_input(backbone):
+    """The `preprocess_input` of the `keras.applications` module defining `backbone`."""
+    if backbone not in application_names():
+        raise ValueError(
+            f"Unknown keras.applications backbone {backbone!r}. Received "
+            f"backbone={backbone!r}; expected one of: {', '.join(application_names())}"
+        )
+    module_name = getattr(keras.applications, backbone).__module__.rsplit(".", 1)[-1]
+    return getattr(keras.applications, module_name).preprocess_input
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class ApplicationPreprocessing(keras.layers.Layer):
+    """Applies `keras.applications.<module>.preprocess_input` of `backbone` in the graph.
+
+    Those functions expect pixels in [0, 255]; `input_scale` multiplies the input first
+    (255 for pixels already rescaled to [0, 1], 1 for raw pixels).
+    """
+
+    def __init__(self, backbone, input_scale=255.0, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.input_scale = float(input_scale)
+        self._preprocess_input = application_preprocess_input(backbone)
+
+    def call(self, images):
+        images = ops.cast(images, self.compute_dtype)
+        if self.input_scale != 1.0:
+            images = images * ops.cast(self.input_scale, images.dtype)
+        return self._preprocess_input(images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": self.backbone,
+            "input_scale": self.input_scale,
+        }
 
 
 def _size_pair(input_size):

@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import keras
 
-from mmkeras.branches.layers import TokenPaddingMask
-from mmkeras.layers import NonEmptyTokens
+from mmkeras.branches.text_layers import TokenPaddingMask
+from mmkeras.branches.text_layers import NonEmptyTokens
 
 
 class ImageFeatures(NamedTuple):

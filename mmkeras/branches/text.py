@@ -17,7 +17,7 @@ import copy
 import keras
 
 from mmkeras.branches.base import TextFeatures, embed_tokens, register_text_branch
-from mmkeras.branches.layers import (
+from mmkeras.branches.text_layers import (
     AddPositionEmbedding,
     MaskedGlobalAveragePooling1D,
     MaskedGlobalMaxPooling1D,

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mmkeras.validation import check_non_negative, check_open_unit, check_positive_int
+from mmkeras.argument_checks import check_non_negative, check_open_unit, check_positive_int
 
 
 class ProbabilityCombiner(keras.layers.Layer):

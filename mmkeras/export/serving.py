@@ -18,7 +18,7 @@ of `text`):
 import keras
 import tensorflow as tf
 
-from mmkeras.layers import NonEmptyTokens
+from mmkeras.branches.text_layers import NonEmptyTokens
 
 SIGNATURE = "serving_default"
 FLOAT_SIGNATURE = "serving_float"

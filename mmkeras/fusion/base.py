@@ -2,7 +2,7 @@
 
 import keras
 
-from mmkeras.validation import (  # noqa: F401  (re-exported for the fusion modules)
+from mmkeras.argument_checks import (  # noqa: F401  (re-exported for the fusion modules)
     check_bool, check_optional_positive_int, check_positive_int, check_rate)
 
 

@@ -10,8 +10,21 @@ exports like any mmkeras model.
 """
 
 import keras
+from keras import ops
 
-from mmkeras.layers import HorizontalFlip
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirrors images left-right (NHWC), always: the deterministic half of flip TTA."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def call(self, images):
+        return ops.flip(images, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 def with_flip_tta(model, name=None):

@@ -1,4 +1,4 @@
-"""Registered layers used by the branches (masking, pooling, positions, preprocessing).
+"""Registered layers of the text branches: empty-text guard, masking, pooling, positions.
 
 All are written with `keras.ops`, keep every constructor argument in `get_config`, and
 are registered under the "mmkeras" package so `keras.models.load_model` needs no
@@ -8,7 +8,37 @@ are registered under the "mmkeras" package so `keras.models.load_model` needs no
 import keras
 from keras import ops
 
-from mmkeras.layers import PAD_ID
+# Token id 0 is padding and 1 is the out-of-vocabulary token ([UNK]), as produced by
+# keras.layers.TextVectorization.
+PAD_ID = 0
+OOV_ID = 1
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class NonEmptyTokens(keras.layers.Layer):
+    """Gives every all-padding row one [UNK] token at position 0.
+
+    An empty caption would otherwise produce a fully masked row, which has no defined
+    recurrent output and breaks the cuDNN LSTM kernel on GPUs; with this guard an empty
+    text reads as "unknown word", a defined input.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def call(self, token_ids):
+        token_ids = ops.cast(token_ids, "int32")
+        empty = ops.all(ops.equal(token_ids, PAD_ID), axis=-1, keepdims=True)
+        first = ops.equal(ops.arange(ops.shape(token_ids)[-1]), 0)[None, :]
+        return ops.where(ops.logical_and(empty, first), OOV_ID, token_ids)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_output_spec(self, token_ids):
+        return keras.KerasTensor(token_ids.shape, dtype="int32")
+
+
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -135,55 +165,4 @@ class AddPositionEmbedding(keras.layers.Layer):
             **super().get_config(),
             "sequence_length": self.sequence_length,
             "initializer": keras.initializers.serialize(self.initializer),
-        }
-
-
-def application_names():
-    """Names of the `keras.applications` models, e.g. "MobileNetV2", "ResNet50"."""
-    return sorted(
-        n
-        for n in dir(keras.applications)
-        if n[:1].isupper() and callable(getattr(keras.applications, n))
-    )
-
-
-def application_preprocess_input(backbone):
-    """The `preprocess_input` of the `keras.applications` module defining `backbone`."""
-    if backbone not in application_names():
-        raise ValueError(
-            f"Unknown keras.applications backbone {backbone!r}. Received "
-            f"backbone={backbone!r}; expected one of: {', '.join(application_names())}"
-        )
-    module_name = getattr(keras.applications, backbone).__module__.rsplit(".", 1)[-1]
-    return getattr(keras.applications, module_name).preprocess_input
-
-
-@keras.saving.register_keras_serializable(package="mmkeras")
-class ApplicationPreprocessing(keras.layers.Layer):
-    """Applies `keras.applications.<module>.preprocess_input` of `backbone` in the graph.
-
-    Those functions expect pixels in [0, 255]; `input_scale` multiplies the input first
-    (255 for pixels already rescaled to [0, 1], 1 for raw pixels).
-    """
-
-    def __init__(self, backbone, input_scale=255.0, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-        self.input_scale = float(input_scale)
-        self._preprocess_input = application_preprocess_input(backbone)
-
-    def call(self, images):
-        images = ops.cast(images, self.compute_dtype)
-        if self.input_scale != 1.0:
-            images = images * ops.cast(self.input_scale, images.dtype)
-        return self._preprocess_input(images)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "backbone": self.backbone,
-            "input_scale": self.input_scale,
         }
