@@ -59,21 +59,21 @@ _IMAGE_RESERVED = ("prefix",)
 _TEXT_RESERVED = ("prefix", "vocab_size", "sequence_length")
 
 
-def _register(registry, defaults_registry, reserved, kind, name, defaults):
+def _register(registry, defaults_registry, reserved, modality, name, defaults):
     def wrap(builder):
         if name in registry:
-            raise ValueError(f"A {kind} branch named '{name}' is already registered.")
+            raise ValueError(f"A {modality} branch named '{name}' is already registered.")
         missing_sizes = [s for s in SIZES if s not in defaults]
         if missing_sizes:
             raise ValueError(
-                f"{kind.capitalize()} branch '{name}' needs default sizes for {SIZES}; "
+                f"{modality.capitalize()} branch '{name}' needs default sizes for {SIZES}; "
                 f"missing {missing_sizes}."
             )
         options = _options_of(builder, reserved)
         for size, values in defaults.items():
             if sorted(values) != sorted(options):
                 raise ValueError(
-                    f"Defaults of {kind} branch '{name}' (size={size!r}) must set exactly "
+                    f"Defaults of {modality} branch '{name}' (size={size!r}) must set exactly "
                     f"the builder's options {sorted(options)}; received {sorted(values)}."
                 )
         registry[name] = builder
@@ -106,44 +106,44 @@ def _options_of(builder, reserved):
     ]
 
 
-def branch_options(kind, name):
+def branch_options(modality, name):
     """The option names a branch accepts, e.g. `branch_options("image", "resnet")`."""
-    registry, reserved = _registry(kind)
-    return _options_of(_get_builder(registry, kind, name), reserved)
+    registry, reserved = _registry(modality)
+    return _options_of(_get_builder(registry, modality, name), reserved)
 
 
-def _registry(kind):
-    if kind == "image":
+def _registry(modality):
+    if modality == "image":
         return IMAGE_BRANCHES, _IMAGE_RESERVED
-    if kind == "text":
+    if modality == "text":
         return TEXT_BRANCHES, _TEXT_RESERVED
-    raise ValueError(f"Unknown branch kind. Received kind={kind!r}; expected 'image' or 'text'.")
+    raise ValueError(f"Unknown branch modality. Received modality={modality!r}; expected 'image' or 'text'.")
 
 
-def _get_builder(registry, kind, name):
+def _get_builder(registry, modality, name):
     if name not in registry:
         raise ValueError(
-            f"Unknown {kind} branch {name!r}. Received name={name!r}; expected one of: "
+            f"Unknown {modality} branch {name!r}. Received name={name!r}; expected one of: "
             f"{', '.join(registry)}"
         )
     return registry[name]
 
 
-def _resolve_config(kind, name, size, config):
+def _resolve_config(modality, name, size, config):
     """`defaults[size]` overridden by `config`, after checking both."""
-    registry, reserved = _registry(kind)
-    builder = _get_builder(registry, kind, name)
+    registry, reserved = _registry(modality)
+    builder = _get_builder(registry, modality, name)
     options = _options_of(builder, reserved)
     unknown = sorted(set(config) - set(options))
     if unknown:
         raise ValueError(
-            f"Unknown option(s) {unknown} for {kind} branch '{name}'. Received "
+            f"Unknown option(s) {unknown} for {modality} branch '{name}'. Received "
             f"{sorted(config)}; allowed: {', '.join(options)}"
         )
-    defaults = (IMAGE_DEFAULTS if kind == "image" else TEXT_DEFAULTS)[name]
+    defaults = (IMAGE_DEFAULTS if modality == "image" else TEXT_DEFAULTS)[name]
     if size not in defaults:
         raise ValueError(
-            f"Unknown size for {kind} branch '{name}'. Received size={size!r}; "
+            f"Unknown size for {modality} branch '{name}'. Received size={size!r}; "
             f"expected one of: {', '.join(defaults)}"
         )
     return builder, {**defaults[size], **config}
