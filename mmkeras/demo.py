@@ -4,7 +4,10 @@ Real images come from MMKERAS_DATA_DIR (default ../shared/data), the cache, or a
 when none is reachable the synthetic set is used, and the demo says so. Finishes within
 10 minutes on a 2-core CPU.
 
-    python -m mmkeras.demo [--epochs 8] [--batch-size 128] [--data cifar10|synthetic]
+    python -m mmkeras.demo [--epochs 8] [--batch-size 128] [--data cifar10|synthetic|PATH]
+
+--data takes any spec of the dataset registry (mmkeras.data.list_datasets(): a name, or a
+path such as a paired-format directory).
 """
 
 import argparse
@@ -15,19 +18,31 @@ import keras
 
 import mmkeras
 from mmkeras import training
-from mmkeras.data import load_paired_cifar, make_datasets, make_synthetic
+from mmkeras.data import describe_datasets, load_dataset, make_datasets, resolve_dataset
 
 DEMO_MODELS = ("seed_image", "seed_text", "seed_concat")
+FALLBACK = "synthetic"  # generated in code: reachable whatever is offline
 
 
-def load_demo_data(source, seed):
-    if source == "synthetic":
-        return make_synthetic(n_train=4000, n_test=1000, seed=seed)
+def load_demo_data(spec, seed):
+    """The dataset `spec` names; the synthetic set when a named set's images are not
+    reachable (a path the user gave that cannot be read is an error, not a fallback)."""
     try:
-        return load_paired_cifar(source, seed=seed)
+        return load_dataset(spec, seed=seed)
     except FileNotFoundError as e:
-        print(f"\n{e}\n\n==> No real {source} images reachable: running on the SYNTHETIC set instead.\n")
-        return make_synthetic(n_train=4000, n_test=1000, seed=seed)
+        if spec == FALLBACK or resolve_dataset(spec) != spec:  # a path: the user's own data
+            raise
+        print(f"\n{e}\n\n==> No real {spec} images reachable: running on the SYNTHETIC set instead.\n")
+        return load_dataset(FALLBACK, seed=seed)
+
+
+def dataset_spec(spec):
+    """argparse type of --data: a spec the dataset registry resolves."""
+    try:
+        resolve_dataset(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec
 
 
 def format_table(rows):
@@ -41,7 +56,8 @@ def format_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="cifar10", choices=["cifar10", "cifar100", "synthetic"])
+    parser.add_argument("--data", default="cifar10", type=dataset_spec,
+                        help=f"a registered dataset, {describe_datasets()} (default: cifar10)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)

@@ -22,9 +22,10 @@ PARAMETERS = '''\
 import os
 
 QUICK = os.environ.get("MMKERAS_QUICK") == "1"
-DATA = "synthetic" if QUICK else "cifar10"  # "cifar10", "cifar100", "synthetic" or a paired-format folder
+DATA = "synthetic" if QUICK else "cifar10"  # a name in mmkeras.data.list_datasets(), or a path
+# Keyword options of DATA's loader (mmkeras.data.load_dataset): the synthetic set's sizes.
+DATA_OPTIONS = dict(n_train=300, n_test=100, image_size=16) if DATA == "synthetic" else {}
 DATA_DIR = None  # CIFAR tarballs; None: $MMKERAS_DATA_DIR, else shared/data beside the repository
-N_TRAIN, N_TEST, IMAGE_SIZE = 300, 100, 16  # the synthetic set only
 BATCH_SIZE = 32 if QUICK else 128
 VOCAB_SIZE = 50 if QUICK else 2000
 SEQUENCE_LENGTH = 10 if QUICK else 24
@@ -40,18 +41,12 @@ import numpy as np
 
 import mmkeras
 from mmkeras import training
-from mmkeras.data import load_paired, load_paired_cifar, make_datasets, make_synthetic
+from mmkeras.data import load_dataset, make_datasets
 
 keras.utils.set_random_seed(SEED)
-if DATA == "synthetic":
-    data = make_synthetic(n_train=N_TRAIN, n_test=N_TEST, image_size=IMAGE_SIZE, seed=SEED)
-elif DATA in ("cifar10", "cifar100"):
-    # Jupyter starts a notebook in its own folder: look beside the repository from there too.
-    data_dir = DATA_DIR or os.environ.get("MMKERAS_DATA_DIR") or next(
-        (d for d in ("../shared/data", "../../shared/data") if os.path.isdir(d)), None)
-    data = load_paired_cifar(DATA, seed=SEED, data_dir=data_dir)  # the decoded cache first
-else:
-    data = load_paired(DATA)
+if DATA_DIR:
+    os.environ["MMKERAS_DATA_DIR"] = DATA_DIR  # where the CIFAR loaders look (after their cache)
+data = load_dataset(DATA, seed=SEED, **DATA_OPTIONS)
 ds = make_datasets(data, batch_size=BATCH_SIZE, vocab_size=VOCAB_SIZE,
                    sequence_length=SEQUENCE_LENGTH, seed=SEED)
 print(f"{data.name}: {ds.size('train')} train, {ds.size('validation')} validation, "

@@ -1,6 +1,12 @@
-"""`make demo`'s script on the synthetic set: three rows, and the same seed gives the same rows."""
+"""`make demo`'s script on the synthetic set: three rows, and the same seed gives the same rows;
+its fallback to the synthetic set when a named set's images are unreachable."""
+
+import dataclasses
+
+import pytest
 
 from mmkeras import demo
+from mmkeras.data import registry
 
 
 def test_demo_on_synthetic_is_reproducible(capsys):
@@ -11,3 +17,17 @@ def test_demo_on_synthetic_is_reproducible(capsys):
     assert "seed_concat" in capsys.readouterr().out
     again = demo.main(args)  # the same process: earlier models must not change the data order
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in first]
+
+
+def test_unreachable_named_set_falls_back_to_synthetic_but_a_path_does_not(monkeypatch, capsys, tmp_path):
+    def unreachable(spec, *, seed=0):
+        raise FileNotFoundError(f"no {spec} images here")
+
+    entry = registry._DATASETS["cifar100"]
+    monkeypatch.setitem(registry._DATASETS, "cifar100", dataclasses.replace(entry, loader=unreachable))
+    data = demo.load_demo_data("cifar100", seed=0)
+    assert data.name == "synthetic" and len(data.train) == 4000
+    assert "No real cifar100 images reachable: running on the SYNTHETIC set" in capsys.readouterr().out
+    (tmp_path / "classes.txt").write_text("a\nb\n")  # a paired directory without its npz files
+    with pytest.raises(FileNotFoundError, match="train.npz"):
+        demo.load_demo_data(str(tmp_path), seed=0)

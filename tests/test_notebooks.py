@@ -55,7 +55,7 @@ def test_parameters_cell_comes_first(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
-    for name in ("QUICK", "DATA", "DATA_DIR", "EPOCHS", "BATCH_SIZE"):
+    for name in ("QUICK", "DATA", "DATA_OPTIONS", "DATA_DIR", "EPOCHS", "BATCH_SIZE"):
         assert f"{name} = " in code[0].source, f"{path.name}: parameters cell lacks {name}"
 
 

@@ -1,4 +1,5 @@
-"""Data: image sources, captions, the paired on-disk format, synthetic data, pipelines."""
+"""Data: the dataset registry, image sources, captions, the paired on-disk format, synthetic
+data, pipelines."""
 
 from mmkeras.data.captions import CaptionConfig, class_attributes, make_captions
 from mmkeras.data.cifar import load_paired_cifar
@@ -6,11 +7,14 @@ from mmkeras.data.images import ImageSet, load_cifar, load_image_folder, load_im
 from mmkeras.data.paired import PairedData, PairedSplit, load_paired, save_paired
 from mmkeras.data.pipeline import (PairedDatasets, make_dataset, make_datasets,
                                    make_text_vectorizer, vectorize)
+from mmkeras.data.registry import (describe_datasets, list_datasets, load_dataset,
+                                   register_dataset, resolve_dataset, take_subset)
 from mmkeras.data.synthetic import make_synthetic
 
 __all__ = [
     "CaptionConfig", "ImageSet", "PairedData", "PairedDatasets", "PairedSplit",
-    "class_attributes", "load_cifar", "load_image_folder", "load_image_tarball",
-    "load_paired", "load_paired_cifar", "make_captions", "make_dataset", "make_datasets",
-    "make_synthetic", "make_text_vectorizer", "save_paired", "vectorize",
+    "class_attributes", "describe_datasets", "list_datasets", "load_cifar", "load_dataset",
+    "load_image_folder", "load_image_tarball", "load_paired", "load_paired_cifar",
+    "make_captions", "make_dataset", "make_datasets", "make_synthetic", "make_text_vectorizer",
+    "register_dataset", "resolve_dataset", "save_paired", "take_subset", "vectorize",
 ]

@@ -30,8 +30,14 @@ class ImageSet:
 
 
 def default_data_dir():
-    """`MMKERAS_DATA_DIR`, else ../shared/data (the layout CI uses)."""
-    return os.environ.get("MMKERAS_DATA_DIR") or os.path.join("..", "shared", "data")
+    """`MMKERAS_DATA_DIR`, else ../shared/data (the layout CI uses): from the working
+    directory, else beside the repository (Jupyter starts a notebook in notebooks/)."""
+    if os.environ.get("MMKERAS_DATA_DIR"):
+        return os.environ["MMKERAS_DATA_DIR"]
+    relative = os.path.join("..", "shared", "data")
+    repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    beside = os.path.join(os.path.dirname(repository), "shared", "data")
+    return beside if not os.path.isdir(relative) and os.path.isdir(beside) else relative
 
 
 def default_cache_dir():
@@ -178,37 +184,37 @@ def load_cifar(name="cifar10", source="auto", data_dir=None, cache_dir=None,
     folder = os.path.join(data_dir, name)
     tried = []
 
-    def attempt(kind):
-        if kind == "cache":
+    def attempt(candidate):
+        if candidate == "cache":
             if os.path.isfile(cache_path):
                 with np.load(cache_path) as z:
                     return ImageSet(z["train_images"], z["train_labels"], z["test_images"],
                                     z["test_labels"], [str(c) for c in z["class_names"]])
             tried.append(f"cache file {cache_path} (absent)")
-        elif kind == "tarball":
+        elif candidate == "tarball":
             for path in tarballs:
                 if os.path.isfile(path):
                     return load_image_tarball(path, limit_per_class, progress)
             tried.append(f"tarball {tarballs[0]} (absent; set MMKERAS_DATA_DIR or data_dir=)")
-        elif kind == "folder":
+        elif candidate == "folder":
             if os.path.isdir(folder):
                 return load_image_folder(folder, limit_per_class, progress)
             tried.append(f"folder tree {folder}/SPLIT/CLASS/*.jpg (absent)")
         else:
             try:
-                loaded = load_keras_dataset(name) if kind == "keras" else load_tfds_dataset(name)
+                loaded = load_keras_dataset(name) if candidate == "keras" else load_tfds_dataset(name)
             except Exception as e:  # offline: a network error of some kind; report it below
-                tried.append(f"{'keras.datasets' if kind == 'keras' else 'tfds'} download ({type(e).__name__}: {str(e)[:120]})")
+                tried.append(f"{'keras.datasets' if candidate == 'keras' else 'tfds'} download ({type(e).__name__}: {str(e)[:120]})")
                 return None
             tr = _limit(loaded.train_images, loaded.train_labels, limit_per_class)
             te = _limit(loaded.test_images, loaded.test_labels, limit_per_class)
             return ImageSet(*tr, *te, loaded.class_names)
         return None
 
-    for kind in (sources if source == "auto" else (source,)):
-        result = attempt(kind)
+    for candidate in (sources if source == "auto" else (source,)):
+        result = attempt(candidate)
         if result is not None:
-            if kind != "cache":
+            if candidate != "cache":
                 _write_cache(cache_path, result)
             return result
     raise FileNotFoundError(

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 SPLITS = ("train", "test")
+PAIRED_FILES = ("train.npz", "test.npz", "classes.txt")  # what a paired-format directory holds
 
 
 @dataclasses.dataclass

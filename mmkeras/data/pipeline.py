@@ -38,19 +38,17 @@ def vectorize(vectorizer, texts, batch_size=8192):
     return np.concatenate(out) if out else np.zeros((0, length), np.int32)
 
 
-def make_dataset(features, labels=None, batch_size=128, shuffle=False, seed=0, cache=True):
-    """A batched, prefetched tf.data pipeline over in-memory arrays.
+def make_dataset(features, labels, batch_size=128, shuffle=False, seed=0, cache=True):
+    """A batched, prefetched tf.data pipeline of (features, labels) over in-memory arrays.
 
     `features` is a dict of arrays; images stay uint8 (the models rescale in-graph), so the
     cache is 4x smaller than float pixels and no preprocessing runs in the step loop.
     """
-    data = features if labels is None else (features, labels)
-    ds = tf.data.Dataset.from_tensor_slices(data)
+    ds = tf.data.Dataset.from_tensor_slices((features, labels))
     if cache:
         ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(min(len(next(iter(features.values()))), 50_000), seed=seed,
-                        reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(len(labels), 50_000), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
