@@ -2,12 +2,14 @@
 
 __version__ = "0.1.0"
 
-from mmkeras.registry import create_model, list_models, model_family, register_model  # noqa: E402
-# Importing these registers the custom layers and the model builders.
+from mmkeras.registry import create_model, list_models, model_family, model_info, register_model  # noqa: E402
+# Importing these registers the custom layers, the fusions and the model builders.
 from mmkeras import branches  # noqa: E402,F401
 from mmkeras import fusion  # noqa: E402,F401
+from mmkeras.fusion import list_fusions  # noqa: E402
 from mmkeras import models  # noqa: E402,F401
 from mmkeras.models import build_fused, build_unimodal  # noqa: E402
 from mmkeras import ensembles  # noqa: E402,F401
 
-__all__ = ["build_fused", "build_unimodal", "create_model", "list_models", "model_family", "register_model", "__version__"]
+__all__ = ["build_fused", "build_unimodal", "create_model", "list_fusions", "list_models", "model_family",
+           "model_info", "register_model", "__version__"]

@@ -1,53 +1,41 @@
-"""The model registry: one way in (`create_model`), one way to look (`list_models`).
+"""The model registry: every model, ensembles included, under one name space.
 
-Builders are small keyword-only functions decorated with `@register_model`; every one
-accepts the common arguments in `COMMON_ARGUMENTS` so that any script can build any model.
+`register_model` records a keyword-only builder with what it builds: its family and,
+where they apply, its branches, fusion or ensemble method. `create_model(name, **kwargs)`
+is the one way in, `list_models(pattern)` the way to look, `model_info(name)` says what
+a name is. Each builder checks its own keyword arguments.
 """
 
 import fnmatch
 import inspect
 
-_MODELS = {}
+FAMILIES = ("image", "text", "fused", "ensemble")
 
-# Every registered builder takes these keywords (some may ignore the ones they do not use).
-COMMON_ARGUMENTS = ("num_classes", "image_shape", "vocab_size", "sequence_length", "size")
+_MODELS = {}  # name -> (builder, info)
 
 
-def register_model(fn=None, *, name=None, family=None):
+def register_model(fn=None, *, name=None, family=None, image_branch=None, text_branch=None,
+                   fusion=None, **details):
     """Register a model builder under `name` (default: the function's name).
 
-    `family` is one of "image", "text", "fused", "ensemble"; it defaults to the prefix
-    of the name ("image_*", "text_*") or "fused".
+    family: one of `FAMILIES`. image_branch, text_branch, fusion: the parts the model is
+    built from (None where not used). details: more facts for `model_info`, e.g. an
+    ensemble's `method`.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown model family. Received family={family!r}; expected one of: "
+                         f"{', '.join(FAMILIES)}.")
 
     def wrap(builder):
         key = name or builder.__name__
         if key in _MODELS:
             raise ValueError(f"A model named '{key}' is already registered.")
-        params = inspect.signature(builder).parameters
-        missing = [a for a in COMMON_ARGUMENTS if a not in params and not _takes_var_kwargs(params)]
-        if missing:
-            raise ValueError(
-                f"Model builder '{key}' must accept the common arguments {COMMON_ARGUMENTS}; "
-                f"missing {missing}."
-            )
-        builder.model_family = family or _family_from_name(key)
-        builder.model_name = key
-        _MODELS[key] = builder
+        info = dict(name=key, family=family, image_branch=image_branch, text_branch=text_branch,
+                    fusion=fusion, **details)
+        _MODELS[key] = (builder, info)
         return builder
 
     return wrap(fn) if fn is not None else wrap
-
-
-def _takes_var_kwargs(params):
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _family_from_name(name):
-    for family in ("image", "text", "ensemble"):
-        if name.startswith(family + "_"):
-            return family
-    return "fused"
 
 
 def list_models(pattern="*"):
@@ -55,12 +43,19 @@ def list_models(pattern="*"):
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
+def model_info(name):
+    """What a registered model is: a new dict with "name", "family", "image_branch",
+    "text_branch", "fusion" (None where not used) and any details it was registered with
+    (ensembles: "method")."""
+    return dict(_entry(name)[1])
+
+
 def model_family(name):
     """'image', 'text', 'fused' or 'ensemble' for a registered model name."""
-    return _get_builder(name).model_family
+    return _entry(name)[1]["family"]
 
 
-def _get_builder(name):
+def _entry(name):
     if name not in _MODELS:
         raise ValueError(
             f"Unknown model '{name}'. Received name={name!r}; expected one of: "
@@ -71,24 +66,11 @@ def _get_builder(name):
 
 def create_model(name, **kwargs):
     """Build the registered model `name`; keyword arguments override its defaults."""
-    builder = _get_builder(name)
+    builder = _entry(name)[0]
     params = inspect.signature(builder).parameters
-    if not _takes_var_kwargs(params):
-        allowed = [p for p, v in params.items() if v.kind is not inspect.Parameter.VAR_POSITIONAL]
-        unknown = sorted(set(kwargs) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"Unknown argument(s) {unknown} for model '{name}'. Received "
-                f"{sorted(kwargs)}; expected a subset of: {', '.join(allowed)}."
-            )
-    required = [
-        p
-        for p, v in params.items()
-        if v.kind is inspect.Parameter.KEYWORD_ONLY and v.default is inspect.Parameter.empty
-    ]
+    required = [p for p, v in params.items()
+                if v.kind is inspect.Parameter.KEYWORD_ONLY and v.default is inspect.Parameter.empty]
     missing = [p for p in required if p not in kwargs]
     if missing:
-        raise ValueError(
-            f"Model '{name}' needs the argument(s) {missing}. Received {sorted(kwargs)}."
-        )
+        raise ValueError(f"Model '{name}' needs the argument(s) {missing}. Received {sorted(kwargs)}.")
     return builder(**kwargs)

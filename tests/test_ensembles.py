@@ -3,8 +3,9 @@
 Each combiner is checked against numpy on fixed member outputs, and each method's
 ensemble against numpy on its members' predictions; `weighted` drives a noise member's
 weight to ~0; the fitted methods read the validation split and nothing else (a guard
-raises on any other access); save / load and SavedModel export keep predictions;
-members from one builder get unique names; mismatched members get an error naming both.
+raises on any other access); save / load keeps predictions (SavedModel export: the
+registry-generated tests); members from one builder get unique names; mismatched members
+get an error naming both; `create_model("ensemble_<method>", members=...)` builds one.
 """
 
 import collections.abc
@@ -20,7 +21,6 @@ import mmkeras
 from mmkeras import training
 from mmkeras.ensembles import (COMBINERS, ENSEMBLE_METHODS, build_ensemble, ensemble_names,
                                fit_member_weights, fit_members, member_names)
-from mmkeras.export import export_inference
 
 EPS = 1e-7
 
@@ -90,8 +90,11 @@ def ensembles(members, tiny_datasets):
 
 def test_names_and_methods():
     assert ENSEMBLE_METHODS == ("average", "weighted", "vote", "product", "stacking")
-    assert ensemble_names() == [f"ensemble_{m}" for m in ENSEMBLE_METHODS]
-    assert ensemble_names("ensemble_[wv]*") == ["ensemble_weighted", "ensemble_vote"]
+    registered = mmkeras.list_models("ensemble_*")
+    assert registered == sorted(f"ensemble_{m}" for m in ENSEMBLE_METHODS) == ensemble_names()
+    assert all(mmkeras.model_family(n) == "ensemble" for n in registered)
+    assert ensemble_names("ensemble_[wv]*") == ["ensemble_vote", "ensemble_weighted"]
+    assert ensemble_names("seed_*") == [] and mmkeras.list_models("seed_*") != []
     for cls in COMBINERS.values():
         assert keras.saving.get_registered_name(cls) == f"mmkeras>{cls.__name__}"
 
@@ -273,7 +276,8 @@ def test_fitted_methods_read_validation_only(method, members, tiny_datasets):
 
 
 @pytest.mark.parametrize("method", ENSEMBLE_METHODS)
-def test_save_load_and_savedmodel(method, ensembles, tiny_datasets, tmp_path):
+def test_save_and_load_keep_the_combiner(method, ensembles, tiny_datasets, tmp_path):
+    # SavedModel export of each method: tests/test_models_registry.py, as for every model.
     ensemble = ensembles[method]
     features = {k: v[:16] for k, v in tiny_datasets.arrays["test"][0].items()}
     expected = training.predict_proba(ensemble, features)
@@ -285,10 +289,6 @@ def test_save_load_and_savedmodel(method, ensembles, tiny_datasets, tmp_path):
     assert type(combiner_of(loaded)) is type(combiner_of(ensemble)) and loaded.trainable_weights == []
     for a, b in zip(combiner_of(loaded).get_weights(), combiner_of(ensemble).get_weights()):
         np.testing.assert_array_equal(a, b)
-    export_inference(loaded, tmp_path / method)
-    served = tf.saved_model.load(str(tmp_path / method))
-    out = served.serve({k: tf.constant(v, dtype=loaded.input[k].dtype) for k, v in features.items()})
-    np.testing.assert_allclose(np.asarray(out["label"]), expected, atol=1e-6)
 
 
 def test_members_frozen_renamed_and_left_untouched(ensembles, members):
@@ -329,7 +329,9 @@ def test_members_from_keras_paths(members, ensembles, tiny_datasets, tmp_path):
 
 def test_training_helpers_accept_an_ensemble(ensembles, tiny_datasets):
     report, pred = training.evaluate(ensembles["vote"], tiny_datasets)
-    assert 0 <= report["accuracy"] <= 1 and pred.shape == (tiny_datasets.size("test"),)
+    features, labels = tiny_datasets.arrays["test"]
+    np.testing.assert_array_equal(pred, training.predict_proba(ensembles["vote"], features).argmax(-1))
+    assert report["accuracy"] == pytest.approx((pred == labels).mean())
 
 
 # ---------------------------------------------------------------- fit_members
@@ -407,3 +409,16 @@ def test_method_accepts_registry_style_name(members, ensembles, tiny_datasets):
     assert ensemble.name == "ensemble_product"
     np.testing.assert_allclose(training.predict_proba(ensemble, features),
                                training.predict_proba(ensembles["product"], features), atol=1e-6)
+
+
+def test_create_model_builds_a_registered_ensemble(members, ensembles, tiny_datasets):
+    features = tiny_datasets.arrays["test"][0]
+    ensemble = mmkeras.create_model("ensemble_product", members=members, validation_data=None)
+    assert ensemble.name == "ensemble_product"
+    np.testing.assert_allclose(training.predict_proba(ensemble, features),
+                               training.predict_proba(ensembles["product"], features), atol=1e-6)
+    # The combiner's options pass through.
+    vote = mmkeras.create_model("ensemble_vote", members=members, tie_break=0.01)
+    assert combiner_of(vote).tie_break == 0.01
+    with pytest.raises(ValueError, match=r"'ensemble_vote' needs the argument\(s\) \['members'\]"):
+        mmkeras.create_model("ensemble_vote", tie_break=0.01)

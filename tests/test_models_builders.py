@@ -6,8 +6,8 @@ import pytest
 import keras
 
 import mmkeras
-from mmkeras import fusion, training
-from mmkeras.models import build_fused, freeze_prefix, transfer_weights
+from mmkeras import training
+from mmkeras.models import AuxiliaryHead, build_fused, freeze_prefix, transfer_weights
 
 KW = dict(num_classes=3, image_shape=(16, 16, 3), vocab_size=30, sequence_length=8)
 
@@ -18,12 +18,6 @@ def batch(n=8, seed=0):
     text[:, 5:] = 0
     return ({"image": rng.integers(0, 256, (n, 16, 16, 3)).astype("float32"), "text": text},
             rng.integers(0, 3, n).astype("int64"))
-
-
-def test_every_fusion_family_has_a_registered_model():
-    for name in fusion.FUSIONS:
-        assert mmkeras.list_models(f"{name}_*") or name == "concat"
-    assert mmkeras.list_models("*_resnet_*")
 
 
 def test_unknown_fusion_and_branch():
@@ -91,13 +85,34 @@ def test_early_fusion_warm_starts_with_zero_text_channels():
         transfer_weights(mmkeras.create_model("image_resnet9", **KW, branch_config={"width": 3}), early, "image")
 
 
+def test_input_stage_fusion_keeps_the_image_branch_learning():
+    """Early fusion (stage "input") feeds text channels to every image layer: freeze_image
+    leaves that branch trainable, as if it were False, while freeze_text still applies."""
+    keras.utils.set_random_seed(0)
+    image_model = mmkeras.create_model("image_simple_cnn", **KW)
+    trainable = {}
+    for freeze in (False, True):
+        model = mmkeras.create_model("early_cnn_lstm", **KW, image_init=image_model, freeze_image=freeze,
+                                     freeze_text=True)
+        trainable[freeze] = [l.name for l in model.layers if l.trainable and l.weights]
+    assert trainable[True] == trainable[False]
+    assert "image_conv" in trainable[True] and "fusion_early" in trainable[True]
+    assert not any(n.startswith("text_") for n in trainable[True])
+    # A feature-stage fusion's image branch is frozen by the same call.
+    concat = mmkeras.create_model("seed_concat", **KW, image_init=image_model, freeze_image=True)
+    assert not concat.get_layer("image_conv").trainable
+
+
 def test_multitask_heads_train_jointly():
     keras.utils.set_random_seed(0)
     model = mmkeras.create_model("gmu_cnn_lstm", **KW,
                                  aux_loss_weights={"image_label": 0.3, "text_label": 0.2})
     assert set(model.output) == {"label", "image_label", "text_label"}
-    settings = training.compile_settings(model, aux_loss_weights=model.aux_loss_weights)
+    settings = training.compile_settings(model)
     assert settings["loss_weights"] == {"label": 1.0, "image_label": 0.3, "text_label": 0.2}
+    # Explicit weights win over the recorded ones.
+    explicit = training.compile_settings(model, aux_loss_weights={"text_label": 0.7})["loss_weights"]
+    assert explicit == {"label": 1.0, "image_label": 0.3, "text_label": 0.7}
     model.compile(**settings)
     x, y = batch(16)
     ys = {k: y for k in model.output}
@@ -109,9 +124,24 @@ def test_multitask_heads_train_jointly():
     assert training.predict_proba(model, x).shape == (16, 3)
 
 
+def test_aux_loss_weights_survive_save_and_load(tmp_path):
+    model = mmkeras.create_model("seed_concat", **KW, aux_loss_weights={"image_label": 0.25, "text_label": 0.0})
+    assert isinstance(model.get_layer("head_aux_image"), AuxiliaryHead)
+    expected = {"label": 1.0, "image_label": 0.25, "text_label": 0.0}
+    assert training.compile_settings(model)["loss_weights"] == expected
+    model.save(tmp_path / "aux.keras")
+    loaded = keras.models.load_model(tmp_path / "aux.keras")
+    assert training.compile_settings(loaded)["loss_weights"] == expected
+    x, _ = batch(4)
+    for key in expected:
+        np.testing.assert_allclose(np.asarray(loaded(x)[key]), np.asarray(model(x)[key]), atol=1e-6)
+
+
 def test_bad_aux_head():
     with pytest.raises(ValueError, match="audio_label"):
         build_fused(aux_loss_weights={"audio_label": 1.0}, **KW)
+    with pytest.raises(ValueError, match="Received aux_loss_weights\\['text_label'\\]=-1"):
+        build_fused(aux_loss_weights={"text_label": -1}, **KW)
 
 
 def test_freeze_prefix_lists_layers():

@@ -3,6 +3,7 @@
 Build; finite loss on one step and a lower loss after 20 steps on a tiny batch; `.keras`
 save / load with identical predictions and no custom_objects; `model.export` SavedModel
 with identical predictions; get_config / from_config round trip; two inits differ.
+Ensembles are built from two tiny trained members and checked against `build_ensemble`.
 """
 
 import numpy as np
@@ -13,10 +14,12 @@ import tensorflow as tf
 
 import mmkeras
 from mmkeras import training
+from mmkeras.ensembles import COMBINERS
 from mmkeras.export import export_inference
 
 KW = dict(num_classes=4, image_shape=(16, 16, 3), vocab_size=30, sequence_length=8)
 MODELS = mmkeras.list_models()
+BUILT = [n for n in MODELS if mmkeras.model_family(n) != "ensemble"]  # from KW alone
 
 
 def tiny_batch(n=16, seed=0):
@@ -32,9 +35,31 @@ def _predict(model, x):
     return training.predict_proba(model, x)
 
 
+@pytest.fixture(scope="module")
+def members():
+    """An image-only and a text-only model, a few steps trained, for the ensembles."""
+    keras.utils.set_random_seed(0)
+    x, y = tiny_batch()
+    models = [mmkeras.create_model(name, **KW) for name in ("seed_image", "seed_text")]
+    for model in models:
+        training.compile_model(model, learning_rate=3e-3)
+        for _ in range(3):
+            model.train_on_batch(x, {"label": y})
+    return models
+
+
+def validation_batch():
+    return tiny_batch(16, seed=9)
+
+
 @pytest.fixture(scope="module", params=MODELS)
 def trained(request):
     name = request.param
+    if mmkeras.model_family(name) == "ensemble":
+        # Few fitting steps: test_ensembles checks the fits themselves.
+        model = mmkeras.create_model(name, members=request.getfixturevalue("members"),
+                                     validation_data=validation_batch(), steps=30)
+        return name, model, None, None
     keras.utils.set_random_seed(1)
     model = mmkeras.create_model(name, **KW)
     training.compile_model(model, learning_rate=3e-3)
@@ -49,17 +74,53 @@ def trained(request):
 
 def test_registry_lists_every_family():
     families = {mmkeras.model_family(n) for n in MODELS}
-    assert {"image", "text", "fused"} <= families
+    assert families == {"image", "text", "fused", "ensemble"}
     assert "seed_concat" in MODELS and "seed_image" in MODELS and "seed_text" in MODELS
+    assert mmkeras.list_models("ensemble_*") == [
+        "ensemble_average", "ensemble_product", "ensemble_stacking", "ensemble_vote", "ensemble_weighted"]
 
 
-def test_build_and_learn(trained):
+@pytest.mark.parametrize("name", MODELS)
+def test_model_info_names_the_parts(name):
+    info = mmkeras.model_info(name)
+    assert info["name"] == name and info["family"] == mmkeras.model_family(name)
+    parts = {k: info[k] for k in ("image_branch", "text_branch", "fusion")}
+    used = {k for k, v in parts.items() if v is not None}
+    expected = {"image": {"image_branch"}, "text": {"text_branch"}, "ensemble": set(),
+                "fused": {"image_branch", "text_branch", "fusion"}}[info["family"]]
+    assert used == expected, info
+    if info["family"] == "ensemble":
+        assert name == f"ensemble_{info['method']}"
+    if info["fusion"] is not None:
+        assert info["fusion"] in mmkeras.list_fusions()
+    info["family"] = "changed"  # a copy: the registry is not changed through it
+    assert mmkeras.model_family(name) != "changed"
+
+
+def test_every_fusion_has_its_two_presets():
+    for fusion in mmkeras.list_fusions():
+        presets = {mmkeras.model_info(n)["image_branch"]: n for n in MODELS
+                   if mmkeras.model_info(n)["fusion"] == fusion}
+        seed = "seed_concat" if fusion == "concat" else f"{fusion}_cnn_lstm"
+        assert presets.get("simple_cnn") == seed and presets.get("resnet9") == f"{fusion}_resnet9_bilstm"
+        assert mmkeras.model_info(seed)["text_branch"] == "lstm"
+        assert mmkeras.model_info(f"{fusion}_resnet9_bilstm")["text_branch"] == "bilstm"
+
+
+def test_build_and_learn(trained, members):
     name, model, first, last = trained
+    assert set(model.input) <= {"image", "text"} and "label" in model.output
+    x = tiny_batch(4, seed=5)[0]
+    p = _predict(model, x)
+    assert p.shape == (4, KW["num_classes"]) and np.allclose(p.sum(-1), 1, atol=1e-5)
+    if mmkeras.model_family(name) == "ensemble":
+        # The registered name combines the members with its own method.
+        method = mmkeras.model_info(name)["method"]
+        assert model.name == name and type(model.get_layer(f"combine_{method}")) is COMBINERS[method]
+        assert not np.allclose(p, _predict(members[0], x), atol=1e-3)
+        return
     assert np.isfinite(first) and np.isfinite(last)
     assert last < first, f"{name}: loss {first:.4f} -> {last:.4f} after 20 steps"
-    assert set(model.input) <= {"image", "text"} and "label" in model.output
-    p = _predict(model, tiny_batch(4, seed=5)[0])
-    assert p.shape == (4, KW["num_classes"]) and np.allclose(p.sum(-1), 1, atol=1e-5)
 
 
 def test_keras_round_trip(trained, tmp_path):
@@ -89,7 +150,7 @@ def test_config_round_trip(trained):
     assert [l.name for l in clone.layers] == [l.name for l in model.layers]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", BUILT)
 def test_two_inits_differ(name):
     x = tiny_batch(4, seed=6)[0]
     outputs = {}

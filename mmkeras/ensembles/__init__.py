@@ -4,7 +4,8 @@
     ensemble = build_ensemble(models, "weighted", validation_data=datasets)
     training.evaluate(ensemble, datasets)          # same helpers as any mmkeras model
 
-Methods: ENSEMBLE_METHODS; `ensemble_names("ensemble_*")` gives registry-style names.
+Methods: ENSEMBLE_METHODS; each is also a registered model, `ensemble_<method>`
+(`mmkeras.list_models("ensemble_*")`, `mmkeras.create_model("ensemble_vote", members=...)`).
 """
 
 from mmkeras.ensembles.builder import build_ensemble, combiner_options, ensemble_names

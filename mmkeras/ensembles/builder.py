@@ -5,9 +5,11 @@ and one output {"label": probabilities}, like every mmkeras model, so `training.
 `export.export_inference` and `.keras` saving work on it unchanged. Its graph, in three
 parts: the inputs; each member as a frozen nested model named `member_<i>_<name>`; one
 registered combiner layer `combine_<method>`.
+
+Each method is also a registered model, `ensemble_<method>`:
+`mmkeras.create_model("ensemble_product", members=[...], validation_data=None, **options)`.
 """
 
-import fnmatch
 import inspect
 
 import keras
@@ -16,6 +18,7 @@ from mmkeras.ensembles.combiners import COMBINERS, ENSEMBLE_METHODS
 from mmkeras.ensembles.fitting import (fit_member_weights, fit_stacking, member_probabilities,
                                        validation_arrays)
 from mmkeras.ensembles.members import frozen_copies, load_members, probabilities
+from mmkeras.registry import list_models, model_family, register_model
 
 # Methods that learn from a validation split.
 FITTED_METHODS = ("weighted", "stacking")
@@ -27,8 +30,9 @@ PREFIX = "ensemble_"
 
 
 def ensemble_names(pattern="*"):
-    """Registry-style names, `ensemble_<method>`, matching the shell-style `pattern`."""
-    return [n for n in (PREFIX + m for m in ENSEMBLE_METHODS) if fnmatch.fnmatchcase(n, pattern)]
+    """The registered ensembles' names matching the shell-style `pattern`, sorted: the
+    ensemble-family part of `mmkeras.list_models(pattern)`."""
+    return [n for n in list_models(pattern) if model_family(n) == "ensemble"]
 
 
 def _check_method(method):
@@ -36,7 +40,7 @@ def _check_method(method):
     key = method[len(PREFIX):] if isinstance(method, str) and method.startswith(PREFIX) else method
     if key not in COMBINERS:
         raise ValueError(f"Unknown ensemble method {method!r}. Received method={method!r}; expected one of: "
-                         f"{', '.join(ENSEMBLE_METHODS)} (or {', '.join(ensemble_names())}).")
+                         f"{', '.join(ENSEMBLE_METHODS)} (or {', '.join(PREFIX + m for m in ENSEMBLE_METHODS)}).")
     return key
 
 
@@ -120,3 +124,16 @@ def build_ensemble(members, method, validation_data=None, *, name=None, steps=30
         else:
             fit_stacking(combiner, probs, labels, steps=steps, learning_rate=rate)
     return ensemble
+
+
+def _ensemble_builder(method):
+    def builder(*, members, validation_data=None, **options):
+        return build_ensemble(members, method, validation_data, **options)
+
+    builder.__name__ = PREFIX + method
+    builder.__doc__ = f"The {method!r} ensemble of `members`: `build_ensemble(members, {method!r}, ...)`."
+    return builder
+
+
+for _method in ENSEMBLE_METHODS:
+    register_model(_ensemble_builder(_method), name=PREFIX + _method, family="ensemble", method=_method)

@@ -11,6 +11,11 @@ import keras
 from keras import ops
 
 from mmkeras.fusion.base import FusionLayer, check_bool, check_positive_int, split_masks
+from mmkeras.fusion.registry import register_fusion
+
+# Sizes shared by both attention fusions.
+ATTENTION_SIZES = {"small": {"units": 64, "num_heads": 2}, "base": {"units": 128, "num_heads": 4}}
+ATTENTION_EXAMPLE = {"units": 8, "num_heads": 2}
 
 
 def _check_heads(units, num_heads):
@@ -84,11 +89,8 @@ class _TextImageAttention(FusionLayer):
         # Projecting first gives both modalities the width the residuals need, and
         # gives attention fresh tensors, so the caller's tensors keep their Keras masks
         # (MultiHeadAttention clears the mask attached to its inputs).
-        self.text_projection = keras.layers.Dense(
-            units, name="text_projection", dtype=self.dtype_policy
-        )
-        self.image_projection = keras.layers.Dense(
-            units, name="image_projection", dtype=self.dtype_policy
+        self.text_projection, self.image_projection = self.projections(
+            units, names=("text_projection", "image_projection")
         )
 
     def _build_projections(self, input_shape):
@@ -115,7 +117,8 @@ def _num_regions(map_shape):
     return None if height is None or width is None else height * width
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("cross_attention", inputs="sequence_map", sizes=ATTENTION_SIZES,
+                 example=ATTENTION_EXAMPLE)
 class CrossModalAttention(_TextImageAttention):
     """Text tokens attend over image regions; the result is pooled over valid tokens.
 
@@ -174,7 +177,8 @@ class CrossModalAttention(_TextImageAttention):
         return {**super().get_config(), "return_attention_scores": self.return_attention_scores}
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("co_attention", inputs="sequence_map", sizes=ATTENTION_SIZES,
+                 example=ATTENTION_EXAMPLE)
 class CoAttention(_TextImageAttention):
     """Two-way attention: tokens attend over regions and regions attend over tokens.
 

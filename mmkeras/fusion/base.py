@@ -1,4 +1,5 @@
-"""What every fusion layer shares: argument checks, input-shape checks, mask handling."""
+"""What every fusion layer shares: argument checks, input-shape checks, per-modality
+projections, mask handling."""
 
 import keras
 
@@ -31,6 +32,27 @@ class FusionLayer(keras.layers.Layer):
                 f"last axis. Received input shapes: {input_shape}"
             )
         return shapes
+
+    def projections(self, units, activation=None, names=("image_projection", "text_projection")):
+        """One `Dense(units, activation)` per name, in this layer's dtype policy, in order.
+
+        Most fusions first project each modality to one common width; the layers keep
+        the names given (weights are saved and copied by name).
+        """
+        return tuple(
+            keras.layers.Dense(units, activation=activation, name=name, dtype=self.dtype_policy)
+            for name in names
+        )
+
+    def build_projections(self, input_shape):
+        """Checks `input_shape`, builds the two per-modality projections where this layer
+        has them (`image_projection`, `text_projection` from `projections`) and returns the
+        split shapes."""
+        image_shape, text_shape = self.split_input_shapes(input_shape)
+        if getattr(self, "image_projection", None) is not None:
+            self.image_projection.build(image_shape)
+            self.text_projection.build(text_shape)
+        return image_shape, text_shape
 
     def compute_mask(self, inputs, mask=None):
         # Masks are consumed here: no output keeps a timestep axis to mask. Overriding

@@ -4,9 +4,12 @@ import keras
 from keras import ops
 
 from mmkeras.fusion.base import FusionLayer, check_positive_int, check_rate
+from mmkeras.fusion.registry import register_fusion
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("bilinear", inputs="vectors",
+                 sizes={"small": {"units": 128, "factor": 4}, "base": {"units": 256, "factor": 5}},
+                 example={"units": 8, "factor": 3})
 class BilinearFusion(FusionLayer):
     """Multi-modal Factorized Bilinear pooling, MFB (Yu et al., 2017, arXiv:1708.01471).
 
@@ -30,20 +33,13 @@ class BilinearFusion(FusionLayer):
         self.units = units
         self.factor = factor
         self.dropout = dropout
-        self.image_projection = keras.layers.Dense(
-            units * factor, name="image_projection", dtype=self.dtype_policy
-        )
-        self.text_projection = keras.layers.Dense(
-            units * factor, name="text_projection", dtype=self.dtype_policy
-        )
+        self.image_projection, self.text_projection = self.projections(units * factor)
         self.product_dropout = keras.layers.Dropout(
             dropout, name="product_dropout", dtype=self.dtype_policy
         )
 
     def build(self, input_shape):
-        image_shape, text_shape = self.split_input_shapes(input_shape)
-        self.image_projection.build(image_shape)
-        self.text_projection.build(text_shape)
+        image_shape, text_shape = self.build_projections(input_shape)
 
     def call(self, inputs, mask=None, training=None):
         image, text = inputs

@@ -1,12 +1,17 @@
-"""Early (data-level) fusion: text features painted onto every pixel of the image."""
+"""Early (data-level) fusion: text features painted onto every pixel of the image.
 
-import keras
+Registered with stage="input": `build_fused` calls it on the pixels, before the image
+branch, which then reads both modalities from its first layer.
+"""
+
 from keras import ops
 
 from mmkeras.fusion.base import FusionLayer, check_positive_int
+from mmkeras.fusion.registry import register_fusion
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("early", inputs="map_vector", stage="input",
+                 sizes={"small": {"channels": 4}, "base": {"channels": 8}})
 class EarlyFusion(FusionLayer):
     """Projects the text vector to `channels` and appends it to every pixel.
 
@@ -28,9 +33,7 @@ class EarlyFusion(FusionLayer):
         channels = check_positive_int("channels", channels)
         super().__init__(**kwargs)
         self.channels = channels
-        self.text_projection = keras.layers.Dense(
-            channels, name="text_projection", dtype=self.dtype_policy
-        )
+        (self.text_projection,) = self.projections(channels, names=("text_projection",))
 
     def build(self, input_shape):
         _, text_shape = self.split_input_shapes(input_shape)

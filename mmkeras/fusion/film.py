@@ -1,11 +1,10 @@
 """Feature-wise linear modulation of an image feature map by a text vector."""
 
-import keras
-
 from mmkeras.fusion.base import FusionLayer
+from mmkeras.fusion.registry import register_fusion
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("film", inputs="map_vector", sizes={"small": {}, "base": {}})
 class FiLM(FusionLayer):
     """FiLM (Perez et al., 2018, arXiv:1709.07871).
 
@@ -27,8 +26,8 @@ class FiLM(FusionLayer):
     def build(self, input_shape):
         map_shape, text_shape = self.split_input_shapes(input_shape)
         channels = map_shape[-1]
-        self.gamma = keras.layers.Dense(channels, name="gamma", dtype=self.dtype_policy)
-        self.beta = keras.layers.Dense(channels, name="beta", dtype=self.dtype_policy)
+        # Scale and shift of every channel, both read from the text.
+        self.gamma, self.beta = self.projections(channels, names=("gamma", "beta"))
         self.gamma.build(text_shape)
         self.beta.build(text_shape)
 

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from mmkeras.fusion.base import FusionLayer, check_optional_positive_int, check_positive_int
+from mmkeras.fusion.registry import register_fusion
 
 
 def append_one(x):
@@ -15,7 +16,9 @@ def append_one(x):
     return ops.concatenate([x, ops.ones_like(x[:, :1])], axis=-1)
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("tensor", inputs="vectors",
+                 sizes={"small": {"projection_dim": 16}, "base": {"projection_dim": 32}},
+                 example={"units": 8, "projection_dim": 4})
 class TensorFusion(FusionLayer):
     """Tensor Fusion (Zadeh et al., 2017, arXiv:1707.07250).
 
@@ -41,12 +44,7 @@ class TensorFusion(FusionLayer):
         self.text_projection = None
         self.output_projection = None
         if projection_dim is not None:
-            self.image_projection = keras.layers.Dense(
-                projection_dim, activation="relu", name="image_projection", dtype=self.dtype_policy
-            )
-            self.text_projection = keras.layers.Dense(
-                projection_dim, activation="relu", name="text_projection", dtype=self.dtype_policy
-            )
+            self.image_projection, self.text_projection = self.projections(projection_dim, "relu")
         if units is not None:
             self.output_projection = keras.layers.Dense(
                 units, activation="relu", name="output_projection", dtype=self.dtype_policy
@@ -58,10 +56,7 @@ class TensorFusion(FusionLayer):
         return image_shape[-1] + 1, text_shape[-1] + 1
 
     def build(self, input_shape):
-        image_shape, text_shape = self.split_input_shapes(input_shape)
-        if self.projection_dim is not None:
-            self.image_projection.build(image_shape)
-            self.text_projection.build(text_shape)
+        image_shape, text_shape = self.build_projections(input_shape)
         image_dim, text_dim = self._product_dims(image_shape, text_shape)
         self._flat_dim = image_dim * text_dim
         if self.units is not None:
@@ -93,7 +88,9 @@ class TensorFusion(FusionLayer):
         }
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("low_rank_tensor", inputs="vectors",
+                 sizes={"small": {"units": 128, "rank": 4}, "base": {"units": 256, "rank": 8}},
+                 example={"units": 8, "rank": 3})
 class LowRankTensorFusion(FusionLayer):
     """Low-rank Multimodal Fusion (Liu et al., 2018, arXiv:1806.00064).
 

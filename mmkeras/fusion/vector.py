@@ -12,9 +12,11 @@ from mmkeras.fusion.base import (
     check_optional_positive_int,
     check_positive_int,
 )
+from mmkeras.fusion.registry import register_fusion
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("concat", inputs="vectors", sizes={"small": {}, "base": {"projection_dim": 256}},
+                 example={"projection_dim": 8}, seed_preset="seed_concat")
 class ConcatFusion(FusionLayer):
     """Concatenates the two vectors, each optionally projected first.
 
@@ -32,18 +34,10 @@ class ConcatFusion(FusionLayer):
         self.image_projection = None
         self.text_projection = None
         if projection_dim is not None:
-            self.image_projection = keras.layers.Dense(
-                projection_dim, activation="relu", name="image_projection", dtype=self.dtype_policy
-            )
-            self.text_projection = keras.layers.Dense(
-                projection_dim, activation="relu", name="text_projection", dtype=self.dtype_policy
-            )
+            self.image_projection, self.text_projection = self.projections(projection_dim, "relu")
 
     def build(self, input_shape):
-        image_shape, text_shape = self.split_input_shapes(input_shape)
-        if self.projection_dim is not None:
-            self.image_projection.build(image_shape)
-            self.text_projection.build(text_shape)
+        image_shape, text_shape = self.build_projections(input_shape)
 
     def call(self, inputs, mask=None):
         image, text = inputs
@@ -62,7 +56,8 @@ class ConcatFusion(FusionLayer):
         return {**super().get_config(), "projection_dim": self.projection_dim}
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("weighted_sum", inputs="vectors",
+                 sizes={"small": {"units": 128}, "base": {"units": 256}}, example={"units": 8})
 class WeightedSumFusion(FusionLayer):
     """Projects each modality to `units` and takes a learned convex combination.
 
@@ -80,17 +75,10 @@ class WeightedSumFusion(FusionLayer):
         units = check_positive_int("units", units)
         super().__init__(**kwargs)
         self.units = units
-        self.image_projection = keras.layers.Dense(
-            units, activation="tanh", name="image_projection", dtype=self.dtype_policy
-        )
-        self.text_projection = keras.layers.Dense(
-            units, activation="tanh", name="text_projection", dtype=self.dtype_policy
-        )
+        self.image_projection, self.text_projection = self.projections(units, "tanh")
 
     def build(self, input_shape):
-        image_shape, text_shape = self.split_input_shapes(input_shape)
-        self.image_projection.build(image_shape)
-        self.text_projection.build(text_shape)
+        image_shape, text_shape = self.build_projections(input_shape)
         self.modality_logits = self.add_weight(
             name="modality_logits", shape=(2,), initializer="zeros"
         )
@@ -113,7 +101,8 @@ class WeightedSumFusion(FusionLayer):
         return {**super().get_config(), "units": self.units}
 
 
-@keras.saving.register_keras_serializable(package="mmkeras")
+@register_fusion("gmu", inputs="vectors", sizes={"small": {"units": 128}, "base": {"units": 256}},
+                 example={"units": 8})
 class GatedMultimodalUnit(FusionLayer):
     """Gated Multimodal Unit (Arevalo et al., 2017, arXiv:1702.01992).
 
@@ -134,11 +123,8 @@ class GatedMultimodalUnit(FusionLayer):
         super().__init__(**kwargs)
         self.units = units
         self.return_gate = return_gate
-        self.image_hidden = keras.layers.Dense(
-            units, activation="tanh", name="image_hidden", dtype=self.dtype_policy
-        )
-        self.text_hidden = keras.layers.Dense(
-            units, activation="tanh", name="text_hidden", dtype=self.dtype_policy
+        self.image_hidden, self.text_hidden = self.projections(
+            units, "tanh", names=("image_hidden", "text_hidden")
         )
         self.gate = keras.layers.Dense(
             units, activation="sigmoid", name="gate", dtype=self.dtype_policy

@@ -1,8 +1,10 @@
 """Model composers and the registered presets."""
 
 from mmkeras.models.builders import build_fused, build_unimodal
+from mmkeras.models.heads import AuxiliaryHead, aux_loss_weights
 from mmkeras.models.transfer import freeze_prefix, transfer_weights
 from mmkeras.models.tta import with_flip_tta
 from mmkeras.models import zoo  # noqa: F401  (registers the presets)
 
-__all__ = ["build_fused", "build_unimodal", "freeze_prefix", "transfer_weights", "with_flip_tta"]
+__all__ = ["AuxiliaryHead", "aux_loss_weights", "build_fused", "build_unimodal", "freeze_prefix",
+           "transfer_weights", "with_flip_tta"]

@@ -9,6 +9,8 @@ import keras
 
 from mmkeras import branches
 from mmkeras import fusion as fusion_layers
+from mmkeras.argument_checks import check_non_negative
+from mmkeras.models.heads import AuxiliaryHead
 from mmkeras.models.transfer import freeze_prefix, transfer_weights
 
 MODALITIES = ("image", "text")
@@ -98,36 +100,36 @@ def build_fused(*, image_branch="simple_cnn", text_branch="lstm", fusion="concat
                 freeze_text=False, name=None):
     """Compose an image branch, a text branch, a fusion layer and a softmax head.
 
+    fusion: a registered fusion (`mmkeras.list_fusions()`). A fusion of stage "input"
+    (early fusion) joins the text to the pixels before the image branch, so every image
+    layer reads the text: that branch keeps learning even with freeze_image=True (an
+    image_init still gives its starting weights; see `transfer_weights`).
     aux_loss_weights: e.g. {"image_label": 0.3, "text_label": 0.3} adds unimodal auxiliary
-    heads (multitask); the main output stays "label", which inference and export use.
+    heads (multitask), `AuxiliaryHead` layers that keep their loss weight in the saved
+    model; the main output stays "label", which inference and export use.
     image_augmentation: None or "flip_translate" (random horizontal flips and shifts, in
     the graph, active only in training).
     image_init / text_init: a trained model (or .keras path) whose `image_*` / `text_*`
     layers are copied in; freeze_image / freeze_text keep them fixed.
     """
     _check_common(num_classes, image_shape, vocab_size, sequence_length)
-    _check_fusion_name(fusion)
-    aux_loss_weights = dict(aux_loss_weights or {})
-    bad = sorted(set(aux_loss_weights) - {"image_label", "text_label"})
-    if bad:
-        raise ValueError(f"Unknown auxiliary head(s) {bad}. Received aux_loss_weights={aux_loss_weights}; "
-                         "allowed keys: image_label, text_label.")
+    spec = fusion_layers.fusion_info(fusion)
+    aux_loss_weights = _check_aux_loss_weights(aux_loss_weights)
     image, text = _inputs(image_shape, sequence_length)
     txt = branches.text_branch(text_branch, text, vocab_size=vocab_size,
                                sequence_length=sequence_length, **(text_config or {}))
-    kind = fusion_layers.FUSION_INPUTS[fusion]
-    layer = fusion_layers.get_fusion(fusion, name=f"fusion_{fusion}", **(fusion_config or {}))
-    if fusion == "early":
-        # Data-level fusion: text channels join the pixels before the CNN.
+    layer = spec.cls(name=f"fusion_{fusion}", **(fusion_config or {}))
+    if spec.stage == "input":
+        # Data-level fusion: text channels join the pixels before the image branch.
         pixels = keras.layers.Rescaling(1.0 / 255.0, name="image_rescale")(_augment(image, image_augmentation))
         img = branches.image_branch(image_branch, layer([pixels, txt.vector]), rescale=False,
                                     **(image_config or {}))
         fused = img.vector
     else:
         img = branches.image_branch(image_branch, _augment(image, image_augmentation), **(image_config or {}))
-        if kind == "vectors":
+        if spec.inputs == "vectors":
             fused = layer([img.vector, txt.vector])
-        elif kind == "map_vector":
+        elif spec.inputs == "map_vector":
             x = layer([img.feature_map, txt.vector])
             channels = img.feature_map.shape[-1]
             x = keras.layers.Conv2D(channels, 1, activation="relu", name="fusion_conv")(x)
@@ -137,17 +139,24 @@ def build_fused(*, image_branch="simple_cnn", text_branch="lstm", fusion="concat
     outputs = {"label": _head(fused, num_classes, head_units, dropout)}
     for key, vector in (("image_label", img.vector), ("text_label", txt.vector)):
         if key in aux_loss_weights:
-            outputs[key] = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                              name=f"head_aux_{key.split('_')[0]}")(vector)
+            outputs[key] = AuxiliaryHead(num_classes, loss_weight=aux_loss_weights[key], activation="softmax",
+                                         dtype="float32", name=f"head_aux_{key.split('_')[0]}")(vector)
     model = keras.Model({"image": image, "text": text}, outputs,
                         name=name or f"{fusion}_{image_branch}_{text_branch}")
-    _init_and_freeze(model, image_init, freeze_image, "image")
+    # After an input-stage fusion every image layer reads the text channels too: that
+    # branch must keep learning, so freeze_image does not apply to it.
+    _init_and_freeze(model, image_init, freeze_image and spec.stage != "input", "image")
     _init_and_freeze(model, text_init, freeze_text, "text")
-    model.aux_loss_weights = aux_loss_weights
     return model
 
 
-def _check_fusion_name(name):
-    if name not in fusion_layers.FUSIONS:
-        raise ValueError(f"Unknown fusion {name!r}. Received fusion={name!r}; expected one of: "
-                         f"{', '.join(fusion_layers.FUSIONS)}.")
+AUX_HEADS = ("image_label", "text_label")
+
+
+def _check_aux_loss_weights(aux_loss_weights):
+    aux_loss_weights = dict(aux_loss_weights or {})
+    bad = sorted(set(aux_loss_weights) - set(AUX_HEADS))
+    if bad:
+        raise ValueError(f"Unknown auxiliary head(s) {bad}. Received aux_loss_weights={aux_loss_weights}; "
+                         f"allowed keys: {', '.join(AUX_HEADS)}.")
+    return {key: check_non_negative(f"aux_loss_weights[{key!r}]", w) for key, w in aux_loss_weights.items()}
