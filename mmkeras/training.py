@@ -54,9 +54,11 @@ def precision_policy(precision="auto"):
 
 def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None):
     """Recommended `compile` keyword arguments for an mmkeras model (any set of heads)."""
+    from mmkeras.models.heads import aux_loss_weights as recorded_aux_loss_weights
+
     outputs = list(model.output.keys()) if isinstance(model.output, dict) else [OUTPUT]
-    # build_fused records the weights it was given; explicit arguments win.
-    aux_loss_weights = {**getattr(model, "aux_loss_weights", {}), **(aux_loss_weights or {})}
+    # The auxiliary heads carry the weights the model was built with; explicit arguments win.
+    aux_loss_weights = {**recorded_aux_loss_weights(model), **(aux_loss_weights or {})}
     return dict(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss={k: "sparse_categorical_crossentropy" for k in outputs},

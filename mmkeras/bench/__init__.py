@@ -1,5 +1,11 @@
-"""Benchmarks on paired image+text data: `python -m mmkeras.bench --help`."""
+"""Benchmarks on paired image+text data: `python -m mmkeras.bench --help`.
 
-from mmkeras.bench.runner import BenchConfig, load_data, run, select_rows
+config (BenchConfig) -> plan (which rows, how each trains) -> strategies (train) ->
+metrics/measure (measure) -> analyses, report, plots (write); runner.run is the loop.
+"""
+
+from mmkeras.bench.config import BenchConfig
+from mmkeras.bench.plan import select_rows
+from mmkeras.bench.runner import load_data, run
 
 __all__ = ["BenchConfig", "load_data", "run", "select_rows"]

@@ -2,14 +2,16 @@
 
 import argparse
 
-from mmkeras.bench.runner import DEFAULT_FUSED, DEFAULT_MODELS, BenchConfig, run
+from mmkeras.bench.config import DEFAULT_FUSED, DEFAULT_MODELS, BenchConfig
+from mmkeras.bench.runner import run
+from mmkeras.data import describe_datasets
 from mmkeras.distribute import STRATEGIES
 from mmkeras.training import PRECISIONS
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m mmkeras.bench", description=__doc__)
-    p.add_argument("--data", default="cifar10", help="cifar10, cifar100, synthetic, or a paired-format DIR")
+    p.add_argument("--data", default="cifar10", help=f"a registered dataset ({describe_datasets()})")
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help="comma-separated wildcards over registered models and ensembles, e.g. '*', "
                         f"'gmu_*', 'ensemble_*' (default: the default run, {DEFAULT_MODELS!r})")

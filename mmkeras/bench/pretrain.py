@@ -17,21 +17,11 @@ import tensorflow as tf
 
 import mmkeras
 from mmkeras import training
+from mmkeras.bench.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
+from mmkeras.bench.plan import RECIPE_PREFIX, branches_of
 from mmkeras.bench.report import write_json
-from mmkeras.data import PairedData, PairedSplit, make_datasets
-from mmkeras.data.images import CIFAR_NAMES, load_cifar, load_image_folder, load_image_tarball
-
-
-def load_pretrain_images(spec, progress=True):
-    """An ImageSet from 'cifar10', 'cifar100', a SPLIT/CLASS/*.jpg folder tree or its tarball."""
-    if spec in CIFAR_NAMES:
-        return load_cifar(spec, progress=progress)
-    if os.path.isdir(spec):
-        return load_image_folder(spec, progress=progress)
-    if os.path.isfile(spec):
-        return load_image_tarball(spec, progress=progress)
-    raise ValueError(f"Unknown --pretrain-image {spec!r}: expected one of {', '.join(CIFAR_NAMES)}, "
-                     "a directory of train/CLASS/*.jpg and test/CLASS/*.jpg folders, or a tarball of one.")
+from mmkeras.bench.strategies import callbacks_for
+from mmkeras.data import PairedData, PairedSplit, load_dataset, make_datasets
 
 
 def resize_images(images, image_shape, batch_size=1024):
@@ -61,12 +51,11 @@ def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batc
     if os.path.isfile(path) and os.path.isfile(info_path):
         with open(info_path, encoding="utf-8") as f:
             return json.load(f)
-    images = load_pretrain_images(spec)
+    images = load_dataset(spec, seed=seed)  # its captions, if any, are not read
     # A one-word placeholder caption (an image-only model never reads it; a vocabulary
     # adapted on empty strings alone would be empty).
-    data = PairedData(*(PairedSplit(resize_images(x, image_shape), np.full(len(y), "image"), y)
-                        for x, y in ((images.train_images, images.train_labels),
-                                     (images.test_images, images.test_labels))),
+    data = PairedData(*(PairedSplit(resize_images(split.image, image_shape), np.full(len(split), "image"), split.label)
+                        for split in (images.train, images.test)),
                       list(images.class_names), name=tag)
     ds = make_datasets(data, batch_size=batch_size, vocab_size=3, sequence_length=1, seed=seed)
     keras.utils.set_random_seed(seed)
@@ -85,3 +74,33 @@ def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batc
     model.save(path)
     write_json(info_path, info)
     return info
+
+
+def pretrain_for_rows(config, ds, names):
+    """--pretrain-image for the selected rows `names`: ({("image", branch): .keras path},
+    [info]) of an image-only model per image branch the fused rows use (or --pretrain-model's)."""
+    if not config.pretrain_image:
+        return {}, []
+    fused = [n for n in names if not n.startswith(RECIPE_PREFIX) and mmkeras.model_family(n) == "fused"]
+    if not fused:
+        raise ValueError("--pretrain-image warm-starts the image branch of fused rows, but "
+                         f"--models {config.models!r} selects none.")
+    used = sorted({branches_of(n)["image"] for n in fused})
+    models = [config.pretrain_model] if config.pretrain_model else [f"image_{b}" for b in used]
+    for model_name in models:
+        if mmkeras.model_family(model_name) != "image" or branches_of(model_name)["image"] not in used:
+            raise ValueError(f"--pretrain-model {model_name!r} must be an image-only model whose branch a "
+                             f"selected fused row uses: one of {', '.join(f'image_{b}' for b in used)}.")
+    pretrained, infos = {}, []
+    for model_name in models:
+        print(f"\n== pretraining {model_name} on {config.pretrain_image}")
+        info = pretrain_image_model(
+            model_name, config.pretrain_image, image_shape=ds.image_shape,
+            out_dir=os.path.join(config.out, "pretrain"),
+            epochs=config.pretrain_epochs or config.epochs or DEFAULT_EPOCHS["image"],
+            batch_size=config.batch_size or DEFAULT_BATCH_SIZE, learning_rate=config.learning_rate,
+            augment=config.augment, seed=config.seed,
+            callbacks=callbacks_for(config, f"pretrain_{model_name}", []), precision=config.image_precision)
+        pretrained[("image", branches_of(model_name)["image"])] = info["path"]
+        infos.append(info)
+    return pretrained, infos

@@ -12,8 +12,11 @@ import time
 import keras
 import numpy as np
 
+import mmkeras
+
 RECIPE = dict(sequence_length=100, batch_size=32, validation_split=0.2, epochs=10)
-KINDS = {"seed_concat": "fused", "seed_image": "image", "seed_text": "text"}
+# The registered models the textbook recipe also trains: each gets a `recipe_<name>` row.
+SEED_MODELS = ("seed_concat", "seed_image", "seed_text")
 
 
 def pre_pad(token_ids, length=RECIPE["sequence_length"]):
@@ -28,9 +31,9 @@ def pre_pad(token_ids, length=RECIPE["sequence_length"]):
 
 def build_recipe_model(name, *, num_classes, image_shape, vocab_size, sequence_length=100):
     """The seed graph as the textbook writes it (no mask), for `seed_concat|image|text`."""
-    if name not in KINDS:
-        raise ValueError(f"No seed recipe for {name!r}; expected one of: {', '.join(KINDS)}.")
-    kind = KINDS[name]
+    if name not in SEED_MODELS:
+        raise ValueError(f"No seed recipe for {name!r}; expected one of: {', '.join(SEED_MODELS)}.")
+    family = mmkeras.model_family(name)
     image = keras.Input(shape=tuple(image_shape), name="image")
     text = keras.Input(shape=(sequence_length,), dtype="int32", name="text")
     x = keras.layers.Rescaling(1.0 / 255, name="image_rescale")(image)
@@ -39,22 +42,23 @@ def build_recipe_model(name, *, num_classes, image_shape, vocab_size, sequence_l
     x = keras.layers.Flatten(name="image_flatten")(x)
     t = keras.layers.Embedding(vocab_size, 64, name="text_embedding")(text)
     t = keras.layers.LSTM(64, name="text_lstm")(t)
-    if kind == "fused":
+    if family == "fused":
         z = keras.layers.Concatenate(name="fusion_concat")([x, t])
     else:
-        z = x if kind == "image" else t
+        z = x if family == "image" else t
     z = keras.layers.Dense(128, activation="relu", name="head_dense_0")(z)
     out = keras.layers.Dense(num_classes, activation="softmax", name="label")(z)
     return keras.Model({"image": image, "text": text}, {"label": out}, name=f"recipe_{name}")
 
 
-def fit_recipe(model, features, labels, epochs=None, callbacks=None, verbose=2):
+def fit_recipe(model, features, labels, epochs=None, batch_size=None, callbacks=None, verbose=2):
     """Train as the recipe does; returns (history, stats). `features` hold pre-padded text."""
     epochs = RECIPE["epochs"] if epochs is None else epochs
+    batch_size = RECIPE["batch_size"] if batch_size is None else batch_size
     model.compile(optimizer="adam", loss={"label": "sparse_categorical_crossentropy"},
                   metrics={"label": ["accuracy"]})
     start = time.perf_counter()
-    history = model.fit(features, {"label": labels}, batch_size=RECIPE["batch_size"], epochs=epochs,
+    history = model.fit(features, {"label": labels}, batch_size=batch_size, epochs=epochs,
                         validation_split=RECIPE["validation_split"], callbacks=callbacks,
                         verbose=verbose)
     seconds = time.perf_counter() - start

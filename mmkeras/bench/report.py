@@ -1,9 +1,13 @@
-"""Benchmark outputs: results.json, results.md and PNG plots."""
+"""Benchmark outputs: results.json and rows/*.json, results.md, and the best row's export.
+(The PNG plots: plots.py.)"""
 
 import json
 import os
 
-FAMILY_COLOURS = {"image": "tab:blue", "text": "tab:orange", "fused": "tab:green", "ensemble": "tab:red"}
+import keras
+
+from mmkeras.bench import metrics
+from mmkeras.export import export_model
 
 
 def write_json(path, payload):
@@ -14,90 +18,55 @@ def write_json(path, payload):
 
 
 def results_markdown(results):
-    rows = sorted(results["models"], key=lambda m: -m["test_accuracy"])
-    head = ("| model | family | test acc | macro-F1 | params | epochs | batch | train s | samples/s | "
-            "predict ms/sample | p50 ms | text missing | image missing | words -50% | noise 0.1 | noise 0.3 |")
+    """The results table, best row first: one column per titled metric (metrics.METRICS)."""
+    columns = metrics.columns()
+    head = "| model | family | " + " | ".join(m.title for m in columns) + " |"
     lines = [f"# {results['dataset']}: {results['n_train']} train / {results['n_test']} test, "
              f"{results['num_classes']} classes, images {tuple(results['image_shape'])}", "",
-             head, "|" + "---|" * (head.count("|") - 1)]
-    for m in rows:
-        r = m["robustness"]
-        lines.append(
-            f"| {m['name']} | {m['family']} | {m['test_accuracy']:.4f} | {m['macro_f1']:.4f} | "
-            f"{m['params']:,} | {m['epochs']} | {m.get('batch_size') or '-'} | {m['train_seconds']:.1f} | "
-            f"{m['train_samples_per_second']:.0f} | {m['predict_ms_per_sample']:.3f} | "
-            f"{m['latency_ms_p50']:.2f} | {r['text_missing']:.3f} | {r['image_missing']:.3f} | "
-            f"{r['word_dropout_0.5']:.3f} | {r['image_noise_0.1']:.3f} | {r['image_noise_0.3']:.3f} |")
+             head, "|" + "---|" * (len(columns) + 2)]
+    for row in sorted(results["models"], key=lambda m: -m["test_accuracy"]):
+        lines.append(f"| {row['name']} | {row['family']} | " + " | ".join(m.cell(row) for m in columns) + " |")
     for key, label in (("time_to_accuracy", "Time to accuracy"), ("speedup", "Pipeline vs seed recipe")):
         if results.get(key):
             lines += ["", f"**{label}**: `{json.dumps(results[key])}`"]
     return "\n".join(lines) + "\n"
 
 
-def plot_all(results, out_dir):
-    """Accuracy vs parameters, robustness, best confusion matrix, training curves."""
-    try:
-        import matplotlib
+class BestExport:
+    """--export: follows the rows as they finish and exports the most accurate one.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: skipping plots (pip install mmkeras[notebooks])")
-        return []
-    models = results["models"]
-    paths = []
+    A row resumed from an earlier run has a model only if it saved one (unimodal rows);
+    when the best row has none, the best row that has one is exported, and the results say so.
+    """
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for m in models:
-        ax.scatter(m["params"], m["test_accuracy"], color=FAMILY_COLOURS.get(m["family"], "grey"))
-        ax.annotate(m["name"], (m["params"], m["test_accuracy"]), fontsize=7)
-    for family, colour in FAMILY_COLOURS.items():
-        ax.scatter([], [], color=colour, label=family)
-    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy", title="Accuracy against size")
-    ax.legend()
-    paths.append(_save(fig, out_dir, "accuracy_vs_params.png"))
+    def __init__(self):
+        self.best = self.best_available = None  # (row, model or .keras path or None)
 
-    fig, ax = plt.subplots(figsize=(max(7, len(models) * 0.6), 5))
-    keys = ["clean"] + list(models[0]["robustness"]) if models else []
-    width = 0.8 / max(len(keys), 1)
-    for j, key in enumerate(keys):
-        vals = [m["test_accuracy"] if key == "clean" else m["robustness"][key] for m in models]
-        ax.bar([i + j * width for i in range(len(models))], vals, width, label=key)
-    ax.set_xticks([i + 0.4 for i in range(len(models))], [m["name"] for m in models], rotation=60,
-                  ha="right", fontsize=7)
-    ax.set(ylabel="accuracy", title="Robustness")
-    ax.legend(fontsize=7)
-    paths.append(_save(fig, out_dir, "robustness.png"))
+    def offer(self, row, model):
+        if self.best is None or row["test_accuracy"] > self.best[0]["test_accuracy"]:
+            self.best = (row, model)
+        if model is not None and (self.best_available is None
+                                  or row["test_accuracy"] > self.best_available[0]["test_accuracy"]):
+            self.best_available = (row, model)
 
-    best = max(models, key=lambda m: m["test_accuracy"])
-    if best.get("confusion_matrix"):
-        fig, ax = plt.subplots(figsize=(6, 5))
-        im = ax.imshow(best["confusion_matrix"], cmap="Blues")
-        names = results.get("class_names", [])
-        if len(names) <= 20:
-            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-            ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix: {best['name']}")
-        fig.colorbar(im)
-        paths.append(_save(fig, out_dir, "confusion_matrix.png"))
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for m in models:
-        curve = m.get("curve") or []
-        if curve:
-            ax.plot([c["seconds"] for c in curve], [c["test_accuracy"] for c in curve], marker=".",
-                    label=m["name"], color=FAMILY_COLOURS.get(m["family"]))
-    ax.set(xlabel="training seconds", ylabel="test accuracy", title="Training curves")
-    ax.legend(fontsize=6)
-    paths.append(_save(fig, out_dir, "training_curves.png"))
-    return paths
-
-
-def _save(fig, out_dir, name):
-    path = os.path.join(out_dir, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    def export(self, ds, data, out):
+        """Export to OUT/export/<row>; returns what was exported (None: nothing to export)."""
+        if self.best is None:
+            return None
+        if self.best_available is None:
+            print("--export: no row of this run has a model to export (every finished row was "
+                  "resumed from an earlier run, and fused rows and ensembles are not saved): rerun "
+                  "with a fresh --out to export.")
+            return None
+        row, model = self.best_available
+        note = None
+        if row is not self.best[0]:
+            note = (f"the best row, {self.best[0]['name']} ({self.best[0]['test_accuracy']:.4f}), was resumed "
+                    "from an earlier run without a saved model; exported the best row that has one")
+            print(f"--export: {note}.")
+        if isinstance(model, str):
+            model = keras.saving.load_model(model)
+        path = os.path.join(out, "export", row["name"])
+        export_model(model, path, vectorizer=ds.vectorizer, class_names=ds.class_names, dataset=data.name,
+                     metrics={"test_accuracy": row["test_accuracy"]}, overwrite=True)
+        return {"name": row["name"], "path": path, "test_accuracy": row["test_accuracy"], "note": note}

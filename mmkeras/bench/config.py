@@ -1,0 +1,56 @@
+"""What a benchmark run is asked to do (`BenchConfig`) and the defaults it falls back to."""
+
+import dataclasses
+
+# The default run (see README, "What the default run trains"): the seed recipe and the seed
+# graph through the package pipeline, one from-scratch fused model, the strong image and
+# text branches once each, every fusion family warm-started from them, every ensemble.
+DEFAULT_MODELS = "seed_concat,gmu_cnn_lstm,image_resnet9,text_bilstm,*_resnet9_bilstm,ensemble_*"
+# The fused model trained from scratch whose time to the recipe's accuracy is the headline.
+DEFAULT_FUSED = "gmu_cnn_lstm"
+
+# Epochs per family when --epochs is not given. The image row is the long one: 18 epochs
+# of image_resnet9 take about 24-29 minutes on 2 CPU cores with native bf16 (see
+# image_precision), about 37 in float32.
+DEFAULT_EPOCHS = {"image": 18, "text": 10, "fused": 8}
+# Batch size when --batch-size is not given. The seed graph (one small convolution, one
+# LSTM) is overhead-bound on 2 cores: steady CIFAR-10 epochs (45,000 pairs, flips and
+# shifts, validation) took 9.7-10.4 s at batch 256 and 8.6-8.9 s at 512 (2026-11-23); an
+# earlier train-only microbenchmark gave 4,711 samples/s at 128 and 5,648 at 256. The
+# larger models gain nothing from bigger batches (image_resnet9: 500 samples/s at 128 and 256).
+DEFAULT_BATCH_SIZE = 128
+SEED_BATCH_SIZE = 512
+# --quick: a seeded subset (mmkeras.data.take_subset) and one epoch, for smoke runs.
+QUICK = dict(n_train=1000, n_test=300, epochs=1)
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    data: str = "cifar10"  # a name or path mmkeras.data.load_dataset accepts
+    models: str = DEFAULT_MODELS
+    epochs: int = None  # None: each row's default (recipe rows 10, others DEFAULT_EPOCHS)
+    batch_size: int = None  # None: each row's default (see plan.row_batch_size); recipe rows keep 32
+    seed: int = 0
+    out: str = "runs/bench"
+    quick: bool = False
+    modality_dropout: float = 0.0
+    export: bool = False
+    image_init: str = None
+    text_init: str = None
+    tensorboard: str = None
+    vocab_size: int = 2000
+    sequence_length: int = 24
+    warm_start: bool = True  # fused rows start from this run's unimodal rows (frozen image branch)
+    fused_epochs: int = 1  # epochs of a warm-started fused row
+    robustness_samples: int = 2000  # seeded test subset for the five perturbed evaluations
+    default_fused: str = DEFAULT_FUSED
+    pretrain_image: str = None  # cifar10, cifar100 or an image-folder DIR: see pretrain.py
+    pretrain_model: str = None  # image-only model to pretrain; None: the selected fused rows' branch
+    pretrain_epochs: int = None
+    augment: bool = True  # random flips and shifts for image-consuming rows
+    learning_rate: float = 2e-3  # peak of a cosine decay over each row's steps
+    strategy: str = "default"  # mmkeras.distribute.get_strategy name; models are built in its scope
+    # Dtype policy of image-only rows and pretraining (see training.resolve_precision); the
+    # other rows, the recipe and every fused model stay float32.
+    image_precision: str = "auto"
+    callbacks: list = dataclasses.field(default_factory=list)

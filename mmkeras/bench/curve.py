@@ -1,0 +1,49 @@
+"""`EpochCurve`: the benchmark's per-epoch instrumentation (time, validation and test accuracy)."""
+
+import time
+
+import keras
+import numpy as np
+
+from mmkeras import training
+
+
+class EpochCurve(keras.callbacks.Callback):
+    """Records (training seconds so far, validation and test accuracy) after every epoch.
+
+    Its own test evaluations are timed apart and left out of `seconds` and, through
+    `exclude_from`, of the row's train_seconds.
+    """
+
+    def __init__(self, features, labels):
+        super().__init__()
+        self.features, self.labels, self.curve = features, labels, []
+        self.predictions = None  # test-set class ids after the last epoch
+
+    def on_train_begin(self, logs=None):
+        self.start, self.eval_seconds = time.perf_counter(), 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.start - self.eval_seconds
+        eval_start = time.perf_counter()
+        pred = self.predictions = training.predict_proba(self.model, self.features).argmax(-1)
+        logs = logs or {}
+        self.curve.append({"epoch": epoch + 1, "seconds": seconds,
+                           "val_accuracy": float(logs.get("val_accuracy", logs.get("val_label_accuracy", np.nan))),
+                           "test_accuracy": float(np.mean(pred == self.labels))})
+        self.eval_seconds += time.perf_counter() - eval_start
+        self.start += time.perf_counter() - eval_start  # evaluation time is not training time
+
+    def exclude_from(self, stats):
+        """`stats` of the fit this curve watched, without the curve's own evaluations: the
+        benchmark's instrumentation is not training, and it costs the fast rows most."""
+        seconds = stats["train_seconds"] - getattr(self, "eval_seconds", 0.0)
+        samples = stats["train_samples"]
+        out = dict(stats, train_seconds=seconds, train_samples_per_second=samples / seconds)
+        # Steady state: the median epoch's rate. A shared host slows some epochs by up to
+        # 2x; the median shows what the pipeline does when it is not slowed.
+        ends = [0.0] + [c["seconds"] for c in self.curve]
+        durations = np.diff(ends)
+        if len(durations) and stats["epochs"] == len(durations):
+            out["median_epoch_samples_per_second"] = samples / len(durations) / float(np.median(durations))
+        return out

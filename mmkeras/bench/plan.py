@@ -1,0 +1,117 @@
+"""Planning a run: which rows, in what order, and how each one trains (a `RowPlan` each).
+
+The plan is made before anything trains: unimodal rows first (fused rows warm-start from
+them, ensembles combine them), then fused rows, then ensembles; a `recipe_<name>`
+reference row for each selected seed model.
+"""
+
+import dataclasses
+import os
+
+import mmkeras
+from mmkeras.bench import recipe
+from mmkeras.bench.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, SEED_BATCH_SIZE
+from mmkeras.bench.warm_starts import MODALITIES
+
+FAMILY_ORDER = ("image", "text", "fused", "ensemble")
+RECIPE_PREFIX = "recipe_"
+# Ensembles combine this run's most accurate row of each modality.
+ENSEMBLE_MEMBERS = MODALITIES
+
+
+@dataclasses.dataclass(frozen=True)
+class RowPlan:
+    """How one row trains. `strategy` names its entry in strategies.STRATEGIES."""
+
+    name: str  # the row's name in the results
+    model: str  # the registered model it trains, reproduces (recipe) or combines into (ensemble)
+    strategy: str  # "registered", "recipe" or "ensemble"
+    family: str  # "image", "text", "fused" or "ensemble"
+    batch_size: int = None  # None: nothing is trained in batches (ensembles)
+    epochs: int = 0
+    precision: str = "float32"  # dtype policy the model is built under
+    augmentation: str = None  # image augmentation in the graph (None: none)
+    warm_start: dict = None  # modality -> .keras path its branch starts from; None: takes none
+    members: tuple = ()  # ensembles: the modalities whose best rows they combine
+    saved_model: str = None  # where it saves its model for later rows and resumed runs (None: nowhere)
+    branches: dict = dataclasses.field(default_factory=dict)  # modality -> branch it uses
+
+
+def select_rows(pattern):
+    """Rows to run: registered models matching `pattern` (comma-separated wildcards), plus a
+    seed-recipe reference row `recipe_<name>` for each selected seed model."""
+    parts = [p.strip() for p in pattern.split(",")]
+    names = sorted({n for p in parts for n in mmkeras.list_models(p)})
+    if not names:
+        raise ValueError(f"No registered model matches {pattern!r}; available: "
+                         f"{', '.join(mmkeras.list_models())}.")
+    names = sorted(names, key=lambda n: (FAMILY_ORDER.index(mmkeras.model_info(n)["family"]), n))
+    return [RECIPE_PREFIX + n for n in names if n in recipe.SEED_MODELS] + names
+
+
+def row_batch_size(name, config):
+    """The batch size a registered row trains with: --batch-size, else the seed rows'
+    SEED_BATCH_SIZE, else DEFAULT_BATCH_SIZE. (Recipe rows always use the recipe's 32.)"""
+    if config.batch_size is not None:
+        return config.batch_size
+    return SEED_BATCH_SIZE if name in recipe.SEED_MODELS else DEFAULT_BATCH_SIZE
+
+
+def branches_of(name):
+    """modality -> branch, for the branches registered model `name` uses."""
+    info = mmkeras.model_info(name)
+    return {m: info[f"{m}_branch"] for m in MODALITIES if info.get(f"{m}_branch")}
+
+
+def saved_model_path(out, name):
+    return os.path.join(out, "rows", f"{name}.keras")
+
+
+def plan_rows(names, config, warm):
+    """A RowPlan for each of `names` (in select_rows's order); `warm` (a WarmStarts) learns
+    which unimodal rows will save a model, and gives each fused row its sources."""
+    plans = []
+    for name in names:
+        if name.startswith(RECIPE_PREFIX):
+            plan = _recipe_plan(name, config)
+        elif mmkeras.model_info(name)["family"] == "ensemble":
+            plan = _ensemble_plan(name, plans)
+        else:
+            plan = _registered_plan(name, config, warm)
+        if plan.saved_model:
+            for modality, branch in plan.branches.items():
+                warm.add_row(modality, branch, plan.saved_model)
+        plans.append(plan)
+    return plans
+
+
+def _registered_plan(name, config, warm):
+    family, branches = mmkeras.model_info(name)["family"], branches_of(name)
+    epochs = config.epochs or DEFAULT_EPOCHS[family]
+    warm_start = saved = None
+    if family == "fused":  # its branches may start from trained ones
+        warm_start = {m: p for m, b in branches.items() if (p := warm.source_for(m, b))}
+        if warm_start:
+            epochs = config.fused_epochs
+    else:  # unimodal: saved for the fused rows and ensembles that start from it
+        saved = saved_model_path(config.out, name)
+    return RowPlan(name=name, model=name, strategy="registered", family=family,
+                   batch_size=row_batch_size(name, config), epochs=epochs,
+                   precision=config.image_precision if family == "image" else "float32",
+                   augmentation="flip_translate" if config.augment and "image" in branches else None,
+                   warm_start=warm_start, saved_model=saved, branches=branches)
+
+
+def _recipe_plan(name, config):
+    model = name[len(RECIPE_PREFIX):]
+    return RowPlan(name=name, model=model, strategy="recipe", family=mmkeras.model_info(model)["family"],
+                   batch_size=recipe.RECIPE["batch_size"],
+                   epochs=recipe.RECIPE["epochs"] if config.epochs is None else config.epochs)
+
+
+def _ensemble_plan(name, earlier):
+    saving = {m for p in earlier if p.saved_model for m in p.branches}
+    if not set(ENSEMBLE_MEMBERS) <= saving:
+        raise ValueError(f"Row {name!r} combines this run's best image-only and text-only rows: "
+                         "select at least one of each (e.g. --models 'image_*,text_*,ensemble_*').")
+    return RowPlan(name=name, model=name, strategy="ensemble", family="ensemble", members=ENSEMBLE_MEMBERS)
