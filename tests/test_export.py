@@ -167,7 +167,7 @@ def test_metrics_default_to_last_epoch_of_fit(trained, tiny_datasets):
 # --- default path, overwrite, atomicity -----------------------------------------------
 
 
-def test_default_path_overwrite_and_crash_midway(trained, tiny_datasets, tmp_path, monkeypatch):
+def test_default_path_overwrite_and_crash_midway(trained, tiny_datasets, synthetic_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     kwargs = dict(vectorizer=tiny_datasets.vectorizer, class_names=tiny_datasets.class_names,
                   dataset="synthetic", verify=False)
@@ -186,7 +186,11 @@ def test_default_path_overwrite_and_crash_midway(trained, tiny_datasets, tmp_pat
     with pytest.raises(RuntimeError, match="simulated crash"):
         export_model(trained, metrics={"run": 3}, overwrite=True, **dict(kwargs, verify=True))
     assert read_metadata(path)["metrics"] == {"run": 1}
-    assert tf.saved_model.load(str(path)).signatures[SIGNATURE] is not None
+    # The first export still serves the model's predictions.
+    test = synthetic_data.test
+    features, _ = tiny_datasets.arrays["test"]
+    np.testing.assert_allclose(_serve(tf.saved_model.load(str(path)), test.image[:8], test.text[:8])["probabilities"],
+                               training.predict_proba(trained, {k: v[:8] for k, v in features.items()}), atol=1e-5)
     assert os.listdir(path.parent) == [trained.name]  # no staging directory left behind
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
@@ -300,11 +304,15 @@ def test_ten_thousand_character_text(served, tiny_datasets):
                                   np.asarray(tiny_datasets.vectorizer(tf.constant([long_text]))))
 
 
-def test_cjk_and_emoji_text(served):
+def test_cjk_and_emoji_text(served, tiny_datasets):
     texts = ["木製の赤い四角", "🚗🔥 metal 🙂", "金属 wooden 三角形"]
     out = _serve(served, _image(3), texts)
     _check_probabilities(out, 3)
-    assert (_tokens(served, texts) >= 0).all()
+    # Words outside the vocabulary read as [UNK] (1); the English words keep their ids.
+    vocabulary = tiny_datasets.vectorizer.get_vocabulary()
+    metal, wooden = vocabulary.index("metal"), vocabulary.index("wooden")
+    expected = [[1] + [0] * 9, [1, metal, 1] + [0] * 7, [1, wooden, 1] + [0] * 7]
+    np.testing.assert_array_equal(_tokens(served, texts), expected)
 
 
 def test_invalid_utf8_bytes(served):
@@ -318,8 +326,13 @@ def test_invalid_utf8_bytes(served):
 
 @pytest.mark.parametrize("size", [(1, 1), (500, 300), (2000, 2000)])
 def test_images_of_any_size(served, size):
-    out = _serve(served, _image(1, size), ["a metal thing"])
+    image = _image(1, size)
+    out = _serve(served, image, ["a metal thing"])
     _check_probabilities(out, 1)
+    # The same as resizing first (bilinear, antialiased) and serving at the model's size.
+    resized = tf.image.resize(image.astype("float32"), (16, 16), method="bilinear", antialias=True).numpy()
+    at_model_size = _serve(served, resized, ["a metal thing"], FLOAT_SIGNATURE)
+    np.testing.assert_allclose(out["probabilities"], at_model_size["probabilities"], atol=1e-5)
 
 
 def test_resize_is_identity_at_the_model_size(served):
@@ -386,8 +399,16 @@ def test_tflite_token_model_converts_and_raw_signature_fails_as_documented(expor
 
 def test_latency_report(exported):
     report = measure(str(exported), batch_sizes=(1, 4), repeats=2)
-    assert report["saved_model_bytes"] > 0 and report["directory_bytes"] > report["saved_model_bytes"]
-    assert set(report["batches"]) == {"1", "4"} and report["batches"]["4"]["median_ms"] > 0
+    sizes = {f.relative_to(exported).as_posix(): f.stat().st_size for f in exported.rglob("*") if f.is_file()}
+    assert report["directory_bytes"] == sum(sizes.values())
+    extras = ("model.keras", "mmkeras.json", "vocabulary.txt")  # not part of the SavedModel
+    assert report["saved_model_bytes"] == sum(sizes.values()) - sum(sizes[name] for name in extras)
+    assert set(report["batches"]) == {"1", "4"}
+    for batch_size, row in report["batches"].items():
+        assert row["repeats"] == 2 and 0 < row["median_ms"] <= row["p90_ms"]
+        # The median is rounded to 0.01 ms.
+        assert row["samples_per_second"] == pytest.approx(int(batch_size) * 1e3 / row["median_ms"],
+                                                          rel=0.01 + 0.005 / row["median_ms"])
 
 
 def test_mixed_precision_model_exports_within_its_precision(tiny_datasets, tmp_path):
