@@ -2,14 +2,25 @@
 
     python -m mmkeras.predict MODEL_DIR --image a.png --text "a small red car" [--top-k 3] [--json]
     python -m mmkeras.predict MODEL_DIR --csv pairs.csv [--top-k 3] [--json] [--batch-size 64]
+        [--image-column image] [--text-column text ...] [--label-column label]
+        [--on-bad-row error|skip|missing]
 
-The CSV has a header with the columns `image` (a path, relative to the CSV's folder) and
-`text` (may be empty). The model is loaded with `tf.saved_model.load`; no Keras model or
-mmkeras layer is needed. Images are decoded with Pillow, EXIF rotation applied, and
-converted to RGB: grayscale is replicated to three channels, the alpha channel of RGBA
-(and LA, or palette images with transparency) is dropped. A file that cannot be read as
-an image, a CSV row without a text column, or a missing model stops the command with a
-one-line message on stderr and exit code 2, naming the file and row.
+The batch file is a manifest as training reads it (mmkeras.data.load_manifest): a .csv,
+.tsv, .jsonl or .parquet table with a column of images (paths, relative to the file's
+folder, or the encoded bytes) and text columns (joined with a space; an empty cell is the
+empty text); by default the columns `image` and `text`. With --label-column each record
+also shows its true label. The model is loaded with `tf.saved_model.load`; no Keras
+model or mmkeras layer is needed. Images are decoded with Pillow, EXIF rotation applied,
+and converted to RGB: grayscale is replicated to three channels, 16-bit images are scaled
+to 8 bits (the high byte, as training's decoder does), the alpha channel of RGBA (and LA,
+or palette images with transparency) is dropped.
+
+A broken row (no image, an image file that is missing or unreadable, a CSV row without
+its text column) stops the command with a one-line message on stderr and exit code 2,
+naming the file, the line (header = line 1; Parquet: row index from 0), the column and
+how many more rows have problems; with --on-bad-row skip those rows are left out (and
+listed on stderr), with --on-bad-row missing a row whose image is broken is predicted
+with a black image (the image-missing case). A missing model also exits with code 2.
 
 In Python, `Predictor(MODEL_DIR).predict(images, texts)` takes a list of arrays (any
 sizes; uint8 or float pixels in [0, 255]; 2-D grayscale, 1, 2, 3 or 4 channels) or a 4-D
@@ -18,7 +29,8 @@ where NaN pixels read as 0 and values are clipped to [0, 255].
 """
 
 import argparse
-import csv
+import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
@@ -27,6 +39,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from mmkeras.data.manifest import BAD_ROW_POLICIES, image_source
+from mmkeras.data.tables import is_blank, read_table
+
 EXIT_BAD_INPUT = 2
 
 
@@ -34,17 +49,30 @@ class InputError(ValueError):
     """Input that cannot be served, with a message meant for the person who gave it."""
 
 
-def load_image(path):
-    """An image file as a uint8 (H, W, 3) RGB array (grayscale replicated, alpha dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image file not found: '{path}'")
+def load_image(source):
+    """An image file (a path, or its bytes) as a uint8 (H, W, 3) RGB array: grayscale
+    replicated, 16-bit scaled to 8 bits, alpha dropped, EXIF rotation applied."""
+    if isinstance(source, (bytes, bytearray)):
+        name, opened = "the image bytes", io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"image file not found: '{path}'")
+        name, opened = f"'{path}'", path
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        with Image.open(opened) as image:
+            return _rgb_pixels(ImageOps.exif_transpose(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise InputError(f"cannot read '{path}' as an image ({type(err).__name__}: {err})") from err
+        raise InputError(f"cannot read {name} as an image ({type(err).__name__}: {err})") from err
+
+
+def _rgb_pixels(image):
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit grayscale: keep the high byte, as tf.io.decode_image does in training;
+        # convert("RGB") would clip every value above 255 to white.
+        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def as_rgb(image):
@@ -152,38 +180,99 @@ class Predictor:
         return out
 
 
-def read_pairs(csv_path):
-    """[(image path, text)] from a CSV with columns `image` and `text` (header required)."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InputError(f"CSV file not found: '{csv_path}'")
-    pairs = []
+@dataclasses.dataclass
+class PairRow:
+    """One row of a batch file: where it is, its image (path or bytes), text and label."""
+
+    where: str  # "line 7" or "row index 7 (Parquet rows counted from 0)"
+    line: int
+    image: object  # a path (str), the bytes, or None (no image)
+    text: str
+    label: object = None
+    problems: list = dataclasses.field(default_factory=list)  # [(column, reason)]
+
+
+def read_pairs(path, image_column="image", text_columns=("text",), label_column=None):
+    """The rows of a batch file (a manifest: .csv, .tsv, .jsonl, .parquet) as PairRows, with
+    the problems of each row found by reading the table (images are not opened here)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"batch file not found: '{path}'")
+    columns = [image_column, *text_columns] + ([label_column] if label_column else [])
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not {"image", "text"} <= set(reader.fieldnames):
-                raise InputError(f"{csv_path}: the header must name the columns 'image' and 'text'. "
-                                 f"Received {reader.fieldnames}.")
-            for line, row in enumerate(reader, start=2):
-                image, text = (row.get("image") or "").strip(), row.get("text")
-                if not image:
-                    raise InputError(f"{csv_path}, line {line}: no image path.")
-                if text is None:
-                    raise InputError(f"{csv_path}, line {line}: no text column (an empty text is \"\").")
-                pairs.append((csv_path.parent / image, text))
-    except UnicodeDecodeError as err:
-        raise InputError(f"{csv_path} is not UTF-8 text ({err}).") from err
-    except csv.Error as err:
-        raise InputError(f"{csv_path} is not a readable CSV ({err}).") from err
-    if not pairs:
-        raise InputError(f"{csv_path} holds no rows.")
-    return pairs
+        table = read_table(path, columns)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    if not len(table):
+        raise InputError(f"{path} holds no rows.")
+    delimited = path.suffix.lower() in (".csv", ".tsv")
+    rows = []
+    for i, line in enumerate(table.lines):
+        row = PairRow(table.where(line), line, None, "")
+        if i in table.errors:
+            row.problems.append((None, table.errors[i]))
+            rows.append(row)
+            continue
+        row.image, problem = image_source(table.cells[image_column][i], str(path.parent))
+        if problem:
+            row.problems.append((image_column, problem.replace("no image (the cell is empty)", "no image path")))
+        parts = [table.cells[c][i] for c in text_columns]
+        if delimited and parts and all(p is None for p in parts):  # a short row, not an empty cell
+            row.problems.append((text_columns[0], 'no text column (an empty text is "")'))
+        row.text = " ".join(str(p).strip() for p in parts if not is_blank(p))
+        if label_column:
+            row.label = table.cells[label_column][i]
+        rows.append(row)
+    return rows
+
+
+def load_rows(path, rows, on_bad_row="error", image_column="image"):
+    """(kept rows, their images) after opening every image; broken rows raise (error), are
+    left out (skip) or get a black image when only the image is broken (missing)."""
+    images = []
+    for row in rows:
+        if row.image is None or row.problems:
+            images.append(None)
+            continue
+        try:
+            images.append(load_image(row.image))
+        except InputError as err:
+            row.problems.append((image_column, str(err)))
+            images.append(None)
+    bad = [row for row in rows if row.problems]
+    if bad and on_bad_row == "error":
+        column, reason = bad[0].problems[0]
+        more = len(bad) - 1
+        where = f"{path}, {bad[0].where}" + (f", column '{column}'" if column else "")
+        raise InputError(f"{where}: {reason}." + (
+            f" {more} more row{'s have' if more != 1 else ' has'} problems; --on-bad-row skip predicts "
+            "the others, --on-bad-row missing predicts rows with a broken image as image-missing."
+            if more else ""))
+    kept, pixels = [], []
+    for row, image in zip(rows, images):
+        if row.problems and (on_bad_row == "skip" or any(c != image_column for c, _ in row.problems)):
+            print(f"note: skipped {path}, {row.where}: {row.problems[0][1]}", file=sys.stderr)
+            continue
+        if row.problems:
+            print(f"note: {path}, {row.where}: {row.problems[0][1]}; predicted as image-missing",
+                  file=sys.stderr)
+            image = np.zeros((1, 1, 3), np.uint8)
+        kept.append(row)
+        pixels.append(image)
+    if not kept:
+        raise InputError(f"{path}: no row left to predict ({len(bad)} broken).")
+    return kept, pixels
+
+
+def _label_text(label):
+    return None if is_blank(label) else str(label).strip()
 
 
 def _format_text(records):
     lines = []
     for record in records:
-        lines.append(f"{record['image']}  {json.dumps(record['text'], ensure_ascii=False)}")
+        label = f"  (label: {record['label']})" if record.get("label") is not None else ""
+        lines.append(f"{record['image']}  {json.dumps(record['text'], ensure_ascii=False)}{label}")
         width = max(len(p["class_name"]) for p in record["predictions"])
         lines += [f"  {p['class_name']:<{width}}  {p['probability']:.4f}" for p in record["predictions"]]
     return "\n".join(lines)
@@ -195,7 +284,15 @@ def _parser():
     parser.add_argument("model_dir", help="a directory written by mmkeras.export.export_model")
     parser.add_argument("--image", help="an image file (single mode)")
     parser.add_argument("--text", help="the text that goes with the image (single mode)")
-    parser.add_argument("--csv", help="a CSV of `image,text` rows (batch mode)")
+    parser.add_argument("--csv", metavar="MANIFEST",
+                        help="a .csv, .tsv, .jsonl or .parquet file of image and text columns (batch mode)")
+    parser.add_argument("--image-column", default="image", help="the batch file's image column (default image)")
+    parser.add_argument("--text-column", action="append", dest="text_columns", metavar="TEXT_COLUMN",
+                        help="a text column of the batch file; repeat to join several (default: text)")
+    parser.add_argument("--label-column", help="a column of true labels, shown beside each prediction")
+    parser.add_argument("--on-bad-row", choices=BAD_ROW_POLICIES, default="error",
+                        help="a broken row in the batch file: stop (error, default), leave it out (skip) "
+                             "or predict it with a black image if only its image is broken (missing)")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default 3)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -214,9 +311,12 @@ def main(argv=None):
     try:
         predictor = Predictor(args.model_dir)
         if args.csv:
-            pairs = read_pairs(args.csv)
-            images = [load_image(path) for path, _ in pairs]
-            names, texts = [str(path) for path, _ in pairs], [text for _, text in pairs]
+            rows = read_pairs(args.csv, args.image_column, args.text_columns or ["text"], args.label_column)
+            rows, images = load_rows(args.csv, rows, args.on_bad_row, args.image_column)
+            names = [row.image if isinstance(row.image, str) else f"{args.csv}, {row.where}" for row in rows]
+            texts = [row.text for row in rows]
+            extra = [{"line": row.line, **({"label": _label_text(row.label)} if args.label_column else {})}
+                     for row in rows]
         else:
             if args.image is None:
                 print("note: no --image: a 1x1 black image is used (right for text-only models).",
@@ -226,14 +326,15 @@ def main(argv=None):
                       file=sys.stderr)
             images = [load_image(args.image) if args.image is not None else np.zeros((1, 1, 3), np.uint8)]
             names, texts = [args.image], [args.text if args.text is not None else ""]
+            extra = [{}]
         result = predictor.predict(images, texts, batch_size=args.batch_size)
     except (InputError, tf.errors.InvalidArgumentError) as err:
         message = getattr(err, "message", None) or str(err)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     top = predictor.top_k(result["probabilities"], min(args.top_k, len(predictor.class_names)))
-    records = [{"image": name, "text": _as_bytes(text).decode("utf-8", errors="replace"),
-                "predictions": preds} for name, text, preds in zip(names, texts, top)]
+    records = [{"image": name, "text": _as_bytes(text).decode("utf-8", errors="replace"), **more,
+                "predictions": preds} for name, text, more, preds in zip(names, texts, extra, top)]
     print(json.dumps(records, indent=2, ensure_ascii=False) if args.json else _format_text(records))
     return 0
 

@@ -157,9 +157,11 @@ def test_predictor_float_images_with_nan(predictor):
     with_nan = image.copy()
     with_nan[:5] = np.nan
     out = predictor.predict([with_nan, np.full((8, 8, 3), np.nan, np.float32)], ["metal", ""])
-    assert np.isfinite(out["probabilities"]).all()
+    # NaN reads as 0.
     np.testing.assert_allclose(out["probabilities"][0],
                                predictor.predict([np.nan_to_num(with_nan)], ["metal"])["probabilities"][0])
+    np.testing.assert_allclose(out["probabilities"][1],
+                               predictor.predict([np.zeros((8, 8, 3), np.float32)], [""])["probabilities"][0])
 
 
 def test_predictor_bad_arrays(predictor):

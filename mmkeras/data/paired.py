@@ -92,14 +92,17 @@ def load_paired(directory, name=None):
             if str(e).startswith(path):
                 raise
             raise ValueError(f"{path}: cannot be read as npz of plain arrays ({e}).") from e
-        _validate_split(part, len(class_names), where=path)
+        _validate_split(part, len(class_names), where=path, classes_path=classes_path)
+        if not len(part):
+            raise ValueError(f"{path}: the {split} split has 0 rows; a paired-format directory needs "
+                             "at least one row in each of train.npz and test.npz.")
         splits[split] = part
     return PairedData(
         splits["train"], splits["test"], class_names, name=name or os.path.basename(os.path.normpath(directory))
     )
 
 
-def _validate_split(part, num_classes, where):
+def _validate_split(part, num_classes, where, classes_path=None):
     image, text, label = part.image, part.text, part.label
     if image.ndim != 4 or image.shape[-1] != 3:
         raise ValueError(
@@ -123,7 +126,9 @@ def _validate_split(part, num_classes, where):
             f"label {len(label)}."
         )
     if len(label) and (label.min() < 0 or label.max() >= num_classes):
+        classes = (f" (the {num_classes} lines of {classes_path}: label i is line i + 1; add the "
+                   "missing class names there, or fix the labels)") if classes_path else ""
         raise ValueError(
             f"{where}: array 'label' must lie in [0, {num_classes - 1}] for {num_classes} "
-            f"classes; received values in [{label.min()}, {label.max()}]."
+            f"classes{classes}; received values in [{label.min()}, {label.max()}]."
         )

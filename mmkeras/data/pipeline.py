@@ -2,7 +2,13 @@
 
 Text is vectorized once, up front, by a Keras `TextVectorization` adapted on the training
 texts only; sequences are right-padded with 0 (models mask them). The validation split is
-carved from train, never from test. One seed fixes the split and the shuffle order.
+carved from train, never from test, unless the data brings its own (a manifest's split).
+One seed fixes the split and the shuffle order.
+
+Images come two ways. A PairedData holds them as uint8 arrays, cached in memory. A
+streamed dataset (one with an `image_stream(cache_dir)` method: a manifest) holds
+encoded sources (paths or bytes) that its ImageStream decodes inside tf.data; its
+pipelines yield exactly the batches the same images as arrays would, for the same seed.
 """
 
 import dataclasses
@@ -11,7 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.data.streaming import shuffle_buffer
+
 AUTOTUNE = tf.data.AUTOTUNE
+NO_WORDS = "[no words]"  # the vocabulary of texts without a word (punctuation is stripped)
 
 
 def make_text_vectorizer(texts, vocab_size=2000, sequence_length=24, name="text_vectorizer"):
@@ -24,6 +33,10 @@ def make_text_vectorizer(texts, vocab_size=2000, sequence_length=24, name="text_
         max_tokens=vocab_size, output_mode="int", output_sequence_length=sequence_length, name=name
     )
     vectorizer.adapt(tf.constant(np.asarray(texts, dtype=np.str_)), batch_size=4096)
+    if len(vectorizer.get_vocabulary()) < 3:
+        # No word at all (every text empty: image-only data): an empty lookup table fails
+        # when called, so hold one placeholder that standardized text can never contain.
+        vectorizer.set_vocabulary([NO_WORDS])
     return vectorizer
 
 
@@ -48,7 +61,7 @@ def make_dataset(features, labels, batch_size=128, shuffle=False, seed=0, cache=
     if cache:
         ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(min(len(labels), 50_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer(len(labels)), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
@@ -64,9 +77,13 @@ class PairedDatasets:
     image_shape: tuple
     vocab_size: int
     sequence_length: int
-    arrays: dict  # split -> (features dict, labels): the vectorized arrays behind the pipelines
+    # split -> (features dict, labels): the vectorized arrays behind the pipelines. Streamed
+    # (stream set): features["image"] holds the image sources (paths / bytes / None for a
+    # blank), not pixels; `features(split, rows)` decodes them.
+    arrays: dict
     batch_size: int = None  # of the pipelines (None: unknown, built by hand)
     seed: int = 0  # of the training pipeline's shuffle
+    stream: object = None  # streaming.ImageStream of a streamed set; None: images in memory
 
     @property
     def num_classes(self):
@@ -80,6 +97,27 @@ class PairedDatasets:
     def size(self, split):
         return len(self.arrays[split][1])
 
+    def features(self, split, rows=None):
+        """The features dict of `split` (all rows, or the positions `rows`) with images as
+        uint8 [N, H, W, 3] pixels, decoded when the set is streamed. Mind the memory: a
+        whole large split of a streamed set is decoded at once."""
+        features = self.arrays[split][0]
+        index = slice(None) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = {k: v[index] for k, v in features.items()}
+        if self.stream is not None:
+            out["image"] = self.stream.decode(split, features["image"], rows)
+        return out
+
+    def pipeline(self, split, batch_size, cache=True):
+        """A fresh pipeline over `split` (shuffled from the seed for "train")."""
+        features, labels = self.arrays[split]
+        shuffle = split == "train"
+        if self.stream is not None:
+            return self.stream.dataset(split, features, labels, batch_size=batch_size, shuffle=shuffle,
+                                       seed=self.seed)
+        return make_dataset(features, labels, batch_size=batch_size, shuffle=shuffle, seed=self.seed,
+                            cache=cache)
+
     def with_batch_size(self, batch_size):
         """Fresh pipelines over the same arrays (text is not vectorized again), batched by
         `batch_size`. Their shuffle starts from the seed: a pipeline that was iterated
@@ -87,9 +125,7 @@ class PairedDatasets:
         trained before it in the same process."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an int >= 1. Received batch_size={batch_size!r}.")
-        pipelines = {split: make_dataset(*self.arrays[split], batch_size=batch_size,
-                                         shuffle=split == "train", seed=self.seed)
-                     for split in self.arrays}
+        pipelines = {split: self.pipeline(split, batch_size) for split in self.arrays}
         return dataclasses.replace(self, **pipelines, batch_size=batch_size)
 
 
@@ -103,26 +139,42 @@ def split_train_validation(n, validation_fraction, seed):
 
 
 def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=24,
-                  validation_fraction=0.1, seed=0, cache=True):
-    """Pipelines for a PairedData: vectorize text once, split, cache, shuffle, batch, prefetch."""
+                  validation_fraction=0.1, seed=0, cache=True, cache_dir=None):
+    """Pipelines for a PairedData or a streamed set (a manifest): vectorize text once,
+    split, cache, shuffle, batch, prefetch.
+
+    validation_fraction: of train, carved as validation, unless the data brings a
+        non-empty `validation` split of its own (then it is used and this is not).
+    cache: keep in-memory arrays' pipelines in memory (`Dataset.cache()`).
+    cache_dir: a streamed set's decoded, resized images are cached there (decoded once,
+        read back by later pipelines and runs); None: the data's own (e.g.
+        load_manifest(cache_dir=)), else decoded every epoch.
+    """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received batch_size={batch_size}.")
     train_idx, val_idx = split_train_validation(len(data.train), validation_fraction, seed)
-    train, val = data.train.take(train_idx), data.train.take(val_idx)
+    own_validation = getattr(data, "validation", None)
+    if own_validation is not None and len(own_validation):
+        train, val = data.train, own_validation
+    else:
+        train, val = data.train.take(train_idx), data.train.take(val_idx)
+    stream = data.image_stream(cache_dir) if hasattr(data, "image_stream") else None
+    if cache_dir is not None and stream is None:
+        raise ValueError("`cache_dir` caches decoded images of a streamed dataset (a manifest); "
+                         f"{type(data).__name__} holds its images in memory already. "
+                         f"Received cache_dir={cache_dir!r}.")
     vectorizer = make_text_vectorizer(train.text, vocab_size, sequence_length)
     arrays = {}
     for split, part in (("train", train), ("validation", val), ("test", data.test)):
         arrays[split] = ({"image": part.image, "text": vectorize(vectorizer, part.text)}, part.label)
-    pipelines = {
-        split: make_dataset(*arrays[split], batch_size=batch_size, shuffle=split == "train",
-                            seed=seed, cache=cache)
-        for split in arrays
-    }
-    return PairedDatasets(
-        pipelines["train"], pipelines["validation"], pipelines["test"], vectorizer,
-        list(data.class_names), data.image_shape, len(vectorizer.get_vocabulary()),
-        sequence_length, arrays, batch_size, seed,
+        if stream is not None:
+            stream.prepare(split, part.image)
+    datasets = PairedDatasets(
+        None, None, None, vectorizer, list(data.class_names), tuple(data.image_shape),
+        len(vectorizer.get_vocabulary()), sequence_length, arrays, batch_size, seed, stream,
     )
+    pipelines = {split: datasets.pipeline(split, batch_size, cache=cache) for split in arrays}
+    return dataclasses.replace(datasets, **pipelines)
 
 
 def with_modality_dropout(dataset, rate, seed=0):

@@ -1,8 +1,8 @@
 """The dataset registry: which spec means which dataset, decided in one place.
 
 A spec is a registered name ("cifar10", "cifar100", "synthetic") or a path that a
-registered loader `accepts` (a paired-format directory, an image-folder tree or a tarball
-of one). `load_dataset(spec, seed=..., **options)` resolves it and calls the loader; the
+registered loader `accepts` (a paired-format directory, an image-folder tree or a
+tarball of one, a manifest file: .csv, .tsv, .jsonl, .parquet). `load_dataset(spec, seed=..., **options)` resolves it and calls the loader; the
 benchmark, the demo, pretraining and the notebooks all go through it. A name is looked up
 first; then each loader with an `accepts` predicate is asked, in registration order, and
 the first that accepts the spec reads it.
@@ -33,6 +33,7 @@ import numpy as np
 
 from mmkeras.data.cifar import load_paired_cifar
 from mmkeras.data.images import load_image_folder, load_image_tarball
+from mmkeras.data.manifest import is_manifest_path, load_manifest
 from mmkeras.data.paired import PAIRED_FILES, PairedData, PairedSplit, load_paired
 from mmkeras.data.synthetic import make_synthetic
 
@@ -121,15 +122,22 @@ def load_dataset(spec, *, seed=0, **options):
 
 
 def take_subset(data, n_train, n_test, seed):
-    """A seeded subset of `data` (a new PairedData): n_train train rows, then n_test test
-    rows, drawn from one generator, each kept in its original order."""
+    """A seeded subset of `data` (of the same type): n_train train rows, then n_test test
+    rows, drawn from one generator, each kept in its original order. Data with its own
+    validation split (a manifest) keeps the same share of it, drawn next from the same
+    generator: round(n_train * len(validation) / len(train)) rows."""
     for arg, value in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"`{arg}` must be an int >= 0. Received {arg}={value!r}.")
     rng = np.random.default_rng(seed)
     train = data.train.take(np.sort(rng.permutation(len(data.train))[:n_train]))
     test = data.test.take(np.sort(rng.permutation(len(data.test))[:n_test]))
-    return dataclasses.replace(data, train=train, test=test)
+    validation = getattr(data, "validation", None)
+    if validation is None or not len(validation):
+        return dataclasses.replace(data, train=train, test=test)
+    n_val = round(min(n_train, len(data.train)) * len(validation) / max(1, len(data.train)))
+    validation = validation.take(np.sort(rng.permutation(len(validation))[:n_val]))
+    return dataclasses.replace(data, train=train, test=test, validation=validation)
 
 
 # Built-in datasets. Path forms are tried in this order, so the paired format (a directory
@@ -178,3 +186,10 @@ def _image_folder(spec, *, seed=0, limit_per_class=None, progress=True, name=Non
                            (images.test_images, images.test_labels))]
     return PairedData(*splits, list(images.class_names),
                       name=name or os.path.basename(os.path.normpath(spec)))
+
+
+@register_dataset("manifest", accepts=is_manifest_path)
+def _manifest(spec, *, seed=0, **options):
+    """A manifest file (.csv, .tsv, .jsonl, .parquet) of image, text and label columns."""
+    # options: image_column, text_columns, label_column, split_column, on_bad_row, ... (load_manifest)
+    return load_manifest(spec, seed=seed, **options)
