@@ -10,7 +10,7 @@ Captions are *partially* informative by design, or fusion has nothing to prove:
   class, and a fraction `empty_fraction` of captions carry no information at all.
 
 With the defaults a good text-only model lands near 55-60% on CIFAR-10 (measured numbers are
-in README.md); images are needed to tell cat from dog or automobile from truck.
+in docs/data.md, "Captions"); images are needed to tell cat from dog or automobile from truck.
 CIFAR-100 uses its 20 superclasses as the attribute vocabulary, so text narrows an image
 down to a superclass and its neighbours. Any other class list gets attributes drawn
 deterministically from a shared pool, so every dataset can be captioned.
