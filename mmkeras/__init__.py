@@ -10,6 +10,7 @@ from mmkeras.fusion import list_fusions  # noqa: E402
 from mmkeras import models  # noqa: E402,F401
 from mmkeras.models import build_fused, build_unimodal  # noqa: E402
 from mmkeras import ensembles  # noqa: E402,F401
+from mmkeras import explain  # noqa: E402,F401
 
 __all__ = ["build_fused", "build_unimodal", "create_model", "list_fusions", "list_models", "model_family",
            "model_info", "register_model", "__version__"]

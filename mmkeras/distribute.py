@@ -125,12 +125,24 @@ def task_id(strategy):
     return int(resolver.task_id or 0) if resolver is not None else 0
 
 
+def worker_count(strategy):
+    """The number of workers in a multi-worker cluster (1 otherwise)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    return max(1, len(resolver.cluster_spec().as_dict().get("worker", [])))
+
+
 def shard_by_data(dataset):
     """Set the auto-shard policy to DATA: right for pipelines over in-memory arrays.
 
     Every worker builds the whole (identically seeded) pipeline and keeps its share of
-    each global batch; FILE sharding would find no files to split.
+    each global batch; FILE sharding would find no files to split. A pipeline that chose
+    its policy already keeps it (a worker's own TFRecord shards carry OFF: they are this
+    worker's share).
     """
+    if dataset.options().experimental_distribute.auto_shard_policy != tf.data.experimental.AutoShardPolicy.AUTO:
+        return dataset
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)

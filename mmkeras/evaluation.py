@@ -1,4 +1,4 @@
-"""Evaluation helpers: accuracy, macro precision / recall / F1, confusion matrix."""
+"""Evaluation helpers: accuracy, macro precision / recall / F1, per-class recall, confusion matrix."""
 
 import numpy as np
 
@@ -30,6 +30,23 @@ def macro_scores(y_true, y_pred, num_classes=None):
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
     return {"macro_precision": float(precision.mean()), "macro_recall": float(recall.mean()),
             "macro_f1": float(f1.mean())}
+
+
+def per_class_recall(y_true, y_pred, class_names):
+    """{class name: recall} in class order: the share of each class's examples predicted as
+    that class. A class with no example gets None (no recall to measure), not 0, so a
+    minority class that is missing from a split is not reported as failed."""
+    class_names = [str(n) for n in class_names]
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    support = cm.sum(axis=1)
+    return {name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)}
+
+
+def worst_class_recall(recalls):
+    """(class name, recall) of the lowest recall in a per_class_recall dict, or None when
+    no class has one."""
+    measured = [(name, r) for name, r in recalls.items() if r is not None]
+    return min(measured, key=lambda item: item[1]) if measured else None
 
 
 def classification_report(y_true, y_pred, num_classes=None):

@@ -1,6 +1,7 @@
 """Predict with an exported model (`mmkeras.export.export_model`): TensorFlow alone.
 
     python -m mmkeras.predict MODEL_DIR --image a.png --text "a small red car" [--top-k 3] [--json]
+        [--explain]
     python -m mmkeras.predict MODEL_DIR --csv pairs.csv [--top-k 3] [--json] [--batch-size 64]
         [--image-column image] [--text-column text ...] [--label-column label]
         [--on-bad-row error|skip|missing]
@@ -21,6 +22,10 @@ naming the file, the line (header = line 1; Parquet: row index from 0), the colu
 how many more rows have problems; with --on-bad-row skip those rows are left out (and
 listed on stderr), with --on-bad-row missing a row whose image is broken is predicted
 with a black image (the image-missing case). A missing model also exits with code 2.
+
+With --explain each prediction also shows what the image and the text contributed to the
+predicted class (exact Shapley values) and a score per token (integrated gradients), from
+the export's `explain` signature (docs/explain.md); in Python, `Predictor.explain`.
 
 In Python, `Predictor(MODEL_DIR).predict(images, texts)` takes a list of arrays (any
 sizes; uint8 or float pixels in [0, 255]; 2-D grayscale, 1, 2, 3 or 4 channels) or a 4-D
@@ -136,6 +141,48 @@ class Predictor:
         images: a list of arrays of any sizes, or a 4-D batch; texts: a list of str/bytes.
         Images of one size and dtype are served together, `batch_size` at a time.
         """
+        pixels, encoded = self._inputs(images, texts)
+        num_classes = len(self.class_names)
+        probabilities = np.zeros((len(encoded), num_classes), np.float32)
+        class_id = np.zeros(len(encoded), np.int64)
+        for chunk, out in self._served(pixels, encoded, batch_size, self._signature_for):
+            probabilities[chunk] = out["probabilities"].numpy()
+            class_id[chunk] = out["class_id"].numpy()
+        return {"probabilities": probabilities, "class_id": class_id,
+                "class_name": [self.class_names[i] for i in class_id]}
+
+    def explain(self, images, texts, batch_size=64):
+        """`predict`'s outputs plus, from the export's `explain` signature, per input:
+        "image_contribution", "text_contribution", "p_neither" (N,) float32 (for the
+        predicted class: contribution of each modality, and its probability with both
+        blanked), "token_scores" (N, T) float32 and "tokens" (N lists of (token, score),
+        padding left out). Float images are rounded to uint8 first (NaN read as 0).
+        """
+        explain = self._loaded.signatures.get("explain")
+        if explain is None:
+            raise InputError(f"'{self.export_dir}' has no `explain` signature: export it again with this "
+                             "version of mmkeras.")
+        pixels, encoded = self._inputs(images, texts)
+        pixels = [p if p.dtype == np.uint8 else np.clip(np.nan_to_num(p), 0, 255).round().astype(np.uint8)
+                  for p in pixels]
+        n = len(encoded)
+        result = {"probabilities": np.zeros((n, len(self.class_names)), np.float32),
+                  "class_id": np.zeros(n, np.int64), "tokens": [None] * n}
+        scalars = ("image_contribution", "text_contribution", "p_neither")
+        result.update({key: np.zeros(n, np.float32) for key in scalars})
+        scores = {}
+        for chunk, out in self._served(pixels, encoded, batch_size, lambda dtype: explain):
+            for key in ("probabilities", "class_id", *scalars):
+                result[key][chunk] = out[key].numpy()
+            for i, tokens, row in zip(chunk, out["tokens"].numpy(), out["token_scores"].numpy()):
+                scores[i] = row
+                result["tokens"][i] = [(t.decode("utf-8", errors="replace"), float(v))
+                                       for t, v in zip(tokens, row) if t]
+        result["class_name"] = [self.class_names[i] for i in result["class_id"]]
+        result["token_scores"] = np.stack([scores[i] for i in range(n)]) if n else np.zeros((0, 0), np.float32)
+        return result
+
+    def _inputs(self, images, texts):
         if isinstance(texts, (str, bytes)):
             raise InputError("`texts` must be a list of texts; wrap a single text in a list.")
         if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -147,26 +194,26 @@ class Predictor:
         if len(images) != len(texts):
             raise InputError(f"got {len(images)} image(s) and {len(texts)} text(s): each image needs "
                              "one text (use '' for a model that ignores text).")
-        pixels = [as_rgb(image) for image in images]
-        encoded = [_as_bytes(text) for text in texts]
-        num_classes = len(self.class_names)
-        probabilities = np.zeros((len(texts), num_classes), np.float32)
-        class_id = np.zeros(len(texts), np.int64)
+        return [as_rgb(image) for image in images], [_as_bytes(text) for text in texts]
+
+    def _signature_for(self, dtype):
+        serve = self._serve if dtype == np.dtype(np.uint8).str else self._serve_float
+        if serve is None:
+            raise InputError("this export has no `serving_float` signature: give uint8 images.")
+        return serve
+
+    @staticmethod
+    def _served(pixels, encoded, batch_size, signature_for):
+        """(row indices, outputs) per served chunk: images of one size and dtype together."""
         groups = {}
         for i, image in enumerate(pixels):
             groups.setdefault((image.shape, image.dtype.str), []).append(i)
         for (_, dtype), rows in groups.items():
-            serve = self._serve if dtype == np.dtype(np.uint8).str else self._serve_float
-            if serve is None:
-                raise InputError("this export has no `serving_float` signature: give uint8 images.")
+            serve = signature_for(dtype)
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
-                out = serve(image=tf.constant(np.stack([pixels[i] for i in chunk])),
-                            text=tf.constant([encoded[i] for i in chunk], dtype=tf.string))
-                probabilities[chunk] = out["probabilities"].numpy()
-                class_id[chunk] = out["class_id"].numpy()
-        return {"probabilities": probabilities, "class_id": class_id,
-                "class_name": [self.class_names[i] for i in class_id]}
+                yield chunk, serve(image=tf.constant(np.stack([pixels[i] for i in chunk])),
+                                   text=tf.constant([encoded[i] for i in chunk], dtype=tf.string))
 
     def top_k(self, probabilities, k=3):
         """Per row, the k most probable classes as dicts (class_name, class_id, probability)."""
@@ -275,7 +322,19 @@ def _format_text(records):
         lines.append(f"{record['image']}  {json.dumps(record['text'], ensure_ascii=False)}{label}")
         width = max(len(p["class_name"]) for p in record["predictions"])
         lines += [f"  {p['class_name']:<{width}}  {p['probability']:.4f}" for p in record["predictions"]]
+        if "explanation" in record:
+            e = record["explanation"]
+            lines.append(f"  why {e['class_name']}: image {e['image_contribution']:+.4f}, text "
+                         f"{e['text_contribution']:+.4f} (with neither: {e['p_neither']:.4f})")
+            lines.append("  tokens: " + " ".join(f"{t}({s:+.4f})" for t, s in e["tokens"]))
     return "\n".join(lines)
+
+
+def _explanations(result):
+    """The --explain part of each record (JSON-ready)."""
+    return [{"class_name": result["class_name"][i],
+             **{key: float(result[key][i]) for key in ("image_contribution", "text_contribution", "p_neither")},
+             "tokens": [[t, s] for t, s in result["tokens"][i]]} for i in range(len(result["tokens"]))]
 
 
 def _parser():
@@ -296,6 +355,9 @@ def _parser():
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default 3)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--explain", action="store_true",
+                        help="also print what the image and the text contributed to the predicted class "
+                             "and a score per token (the export's `explain` signature; slower)")
     return parser
 
 
@@ -327,7 +389,8 @@ def main(argv=None):
             images = [load_image(args.image) if args.image is not None else np.zeros((1, 1, 3), np.uint8)]
             names, texts = [args.image], [args.text if args.text is not None else ""]
             extra = [{}]
-        result = predictor.predict(images, texts, batch_size=args.batch_size)
+        result = (predictor.explain if args.explain else predictor.predict)(images, texts,
+                                                                             batch_size=args.batch_size)
     except (InputError, tf.errors.InvalidArgumentError) as err:
         message = getattr(err, "message", None) or str(err)
         print(f"error: {message}", file=sys.stderr)
@@ -335,6 +398,9 @@ def main(argv=None):
     top = predictor.top_k(result["probabilities"], min(args.top_k, len(predictor.class_names)))
     records = [{"image": name, "text": _as_bytes(text).decode("utf-8", errors="replace"), **more,
                 "predictions": preds} for name, text, more, preds in zip(names, texts, extra, top)]
+    if args.explain:
+        for record, explanation in zip(records, _explanations(result)):
+            record["explanation"] = explanation
     print(json.dumps(records, indent=2, ensure_ascii=False) if args.json else _format_text(records))
     return 0
 

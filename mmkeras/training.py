@@ -1,5 +1,15 @@
-"""Training helpers: recommended compile settings, input selection, a timed fit (on one
-device or under a `tf.distribute` strategy, see `mmkeras.distribute`)."""
+"""Training helpers: recommended compile settings, input selection, class weights, a timed
+fit (on one device or under a `tf.distribute` strategy, see `mmkeras.distribute`), evaluation.
+
+Class imbalance: `fit(..., class_weight="balanced")` weighs each training example of class
+c by n / (k * count_c) (n training rows, k classes that have training rows, count_c rows of
+class c: the weights average 1 over the training rows), or by a dict {class: weight}. Keras
+3 refuses `class_weight` for dict outputs, so the weights travel as per-example sample
+weights in the training pipeline: ONE weight per example, applied alike to the fused
+"label" loss and to every auxiliary head's loss. Each loss is then
+mean_i(w_i * crossentropy_i) over a batch (Keras divides by the batch size, not by the sum
+of the weights). Accuracy and the validation loss stay unweighted.
+"""
 
 import contextlib
 import os
@@ -9,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mmkeras.evaluation import classification_report
+from mmkeras.evaluation import classification_report, per_class_recall
 
 # The fused head is the model's main output; auxiliary heads (multitask) add more keys.
 OUTPUT = "label"
@@ -91,12 +101,72 @@ def select_inputs(model, features):
     return {n: features[n] for n in names}
 
 
-def _route(model, dataset):
-    """Map a paired dataset to the model's inputs and (for multitask) replicate labels."""
+def split_labels(datasets, split):
+    """The int labels of `split` of a PairedDatasets (in memory even for a streamed set)."""
+    return np.asarray(datasets.arrays[split][1])
+
+
+def split_arrays(datasets, split, rows=None):
+    """(features dict, int labels) of `split` of a PairedDatasets (all rows, or the positions
+    `rows`), images as uint8 pixels: decoded when the set is streamed (a manifest), so mind
+    the memory of a whole large split."""
+    labels = split_labels(datasets, split)
+    if rows is not None:
+        labels = labels[np.asarray(rows, dtype=np.int64).reshape(-1)]
+    return datasets.features(split, rows), labels
+
+
+def resolve_class_weight(class_weight, labels, class_names):
+    """float32 [C] weight per class for `class_weight`, or None (unweighted).
+
+    class_weight: None; "balanced": n / (k * count_c) from `labels` (the TRAIN split's
+        int labels; k counts the classes present there, a class absent from them gets 1.0,
+        unused); or a dict {class index or class name: weight >= 0}, classes left out get 1.0.
+    """
+    if class_weight is None:
+        return None
+    num_classes = len(class_names)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"Unknown class_weight={class_weight!r}; expected one of: None, 'balanced', "
+                             "or a dict {class index or name: weight}.")
+        counts = np.bincount(np.asarray(labels, np.int64).reshape(-1), minlength=num_classes)
+        present = counts > 0
+        if not present.any():
+            raise ValueError("class_weight='balanced' needs training labels; the train split is empty.")
+        weights = np.ones(num_classes, np.float64)
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+        return weights.astype(np.float32)
+    if not isinstance(class_weight, dict):
+        raise ValueError("`class_weight` must be None, 'balanced' or a dict {class index or name: weight}. "
+                         f"Received {type(class_weight).__name__} {class_weight!r}.")
+    index = {str(name): i for i, name in enumerate(class_names)}
+    weights = np.ones(num_classes, np.float32)
+    for key, weight in class_weight.items():
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= key < num_classes:
+            i = int(key)
+        elif isinstance(key, str) and key in index:
+            i = index[key]
+        else:
+            raise ValueError(f"class_weight key {key!r} is no class: expected an index in [0, {num_classes - 1}] "
+                             f"or one of the class names {list(class_names)[:20]}.")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) \
+                or not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"class_weight[{key!r}] must be a finite number >= 0. Received {weight!r}.")
+        weights[i] = weight
+    return weights
+
+
+def _route(model, dataset, class_weights=None):
+    """Map a paired dataset to the model's inputs, replicate labels for every head and,
+    with `class_weights` ([C]), add each example's weight as its sample weight."""
     outputs = list(model.output.keys()) if isinstance(model.output, dict) else [OUTPUT]
+    table = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
     def route(features, labels):
-        return select_inputs(model, features), {k: labels for k in outputs}
+        routed = select_inputs(model, features), {k: labels for k in outputs}
+        # One weight per example: Keras applies a non-nested sample weight to every loss.
+        return routed if table is None else (*routed, tf.gather(table, labels))
 
     return dataset.map(route)
 
@@ -119,7 +189,7 @@ def build_in_scope(strategy, build, *args, compile=True, compile_kwargs=None, **
 
 
 def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None, backup_dir=None,
-        backup_freq="epoch", **fit_kwargs):
+        backup_freq="epoch", class_weight=None, **fit_kwargs):
     """Fit on `datasets.train` with `datasets.validation`; returns (history, stats).
 
     stats: train_seconds, train_samples (examples seen, all epochs) and
@@ -133,6 +203,9 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None
     backup_dir: wire `keras.callbacks.BackupAndRestore` there: a rerun of the same `fit`
     after a crash resumes from the last backup (`backup_freq`: "epoch" or every N batches)
     and never repeats a completed epoch; the backup is deleted when `fit` completes.
+    class_weight: None, "balanced" or {class index or name: weight} (see the module
+    docstring and `resolve_class_weight`), from the train split's labels; stats then hold
+    the per-class weights used ("class_weights").
     """
     from mmkeras import distribute
 
@@ -145,7 +218,8 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None
     if getattr(model, "optimizer", None) is None:
         with strategy.scope():
             compile_model(model)
-    train, val = _route(model, datasets.train), _route(model, datasets.validation)
+    weights = resolve_class_weight(class_weight, split_labels(datasets, "train"), datasets.class_names)
+    train, val = _route(model, datasets.train, weights), _route(model, datasets.validation)
     if strategy.num_replicas_in_sync > 1 or distribute.is_multi_worker(strategy):
         train, val = distribute.shard_by_data(train), distribute.shard_by_data(val)
     callbacks = list(callbacks or [])
@@ -162,8 +236,11 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None
                             **fit_kwargs)
     seconds = time.perf_counter() - start
     samples = datasets.size("train") * len(history.epoch)
-    return history, {"train_seconds": seconds, "train_samples": samples, "train_samples_per_second": samples / seconds,
-                     "epochs": len(history.epoch)}
+    stats = {"train_seconds": seconds, "train_samples": samples, "train_samples_per_second": samples / seconds,
+             "epochs": len(history.epoch)}
+    if weights is not None:
+        stats["class_weights"] = [float(w) for w in weights]
+    return history, stats
 
 
 def predict_proba(model, features, batch_size=256):
@@ -173,8 +250,13 @@ def predict_proba(model, features, batch_size=256):
 
 
 def evaluate(model, datasets, split="test", batch_size=256):
-    """accuracy and macro precision / recall / F1 on `split`, plus the predictions."""
-    features, labels = datasets.arrays[split]
-    pred = predict_proba(model, features, batch_size).argmax(axis=-1)
+    """accuracy, macro precision / recall / F1 and per-class recall (class name -> recall)
+    on `split`, plus the predictions. Reads the split through its pipeline, so a streamed
+    set's images are decoded batch by batch, never all at once."""
+    labels = split_labels(datasets, split)
+    pipeline = datasets.pipeline(split, batch_size, cache=False).map(lambda f, y: select_inputs(model, f))
+    out = model.predict(pipeline, verbose=0)
+    pred = np.asarray(out[OUTPUT] if isinstance(out, dict) else out).argmax(axis=-1)
     report = classification_report(labels, pred, datasets.num_classes)
+    report["per_class_recall"] = per_class_recall(labels, pred, datasets.class_names)
     return report, pred

@@ -89,12 +89,15 @@ model = mmkeras.create_model(MODEL, **ds.model_kwargs())
 print(model.name, f"{model.count_params():,} parameters")
 history, stats = training.fit(model, ds, epochs=EPOCHS, verbose=2)
 report, predictions = training.evaluate(model, ds)
-print({k: round(v, 3) for k, v in report.items()}, f"{stats['train_samples_per_second']:.0f} samples/s")
+print({k: round(v, 3) for k, v in report.items() if k != "per_class_recall"},
+      f"{stats['train_samples_per_second']:.0f} samples/s")
+print("recall per class:", {name: round(r, 2) for name, r in report["per_class_recall"].items() if r is not None})
 '''),
         new_code_cell('''\
 from mmkeras.evaluation import confusion_matrix
 
-cm = confusion_matrix(ds.arrays["test"][1], predictions, ds.num_classes)
+test_features, test_labels = training.split_arrays(ds, "test")
+cm = confusion_matrix(test_labels, predictions, ds.num_classes)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
 epochs = np.arange(1, len(history.epoch) + 1)
 for key in ("accuracy", "val_accuracy"):
@@ -146,7 +149,7 @@ ax2.set(xlim=(0, 1), xlabel="probability",
 plt.tight_layout()
 
 # The served probabilities equal the in-memory model's on the same pair.
-in_memory = training.predict_proba(model, {k: v[i : i + 1] for k, v in ds.arrays["test"][0].items()})
+in_memory = training.predict_proba(model, {k: v[i : i + 1] for k, v in test_features.items()})
 np.testing.assert_allclose(probabilities, in_memory[0], atol=1e-5)
 '''),
         new_code_cell('''\
@@ -284,7 +287,7 @@ import dataclasses
 from mmkeras.bench.measure import robustness
 from mmkeras.data.pipeline import with_modality_dropout
 
-features, labels = ds.arrays["test"]
+features, labels = training.split_arrays(ds, "test")
 variants = {"plain": ds,
             f"modality dropout {MODALITY_DROPOUT}": dataclasses.replace(
                 ds, train=with_modality_dropout(ds.train, MODALITY_DROPOUT, seed=SEED))}
@@ -398,11 +401,111 @@ plt.tight_layout()
     ]
 
 
+def explain_predictions():
+    return [
+        new_markdown_cell(
+            "# Explaining predictions: which modality, which words, which pixels\n\n"
+            "`mmkeras.explain` answers, per prediction, how much the image and the caption "
+            "contributed (exact two-player Shapley values), which words mattered (integrated "
+            "gradients on the token embeddings) and where in the image (Grad-CAM and "
+            "integrated gradients on the pixels). Across the zoo, the image's share of the "
+            "predictions shows which fusion families lean on one modality. See docs/explain.md."
+        ),
+        new_code_cell(PARAMETERS + """\
+MODEL = "cross_attention_cnn_lstm"  # any fused model with an image feature map
+EPOCHS = 1 if QUICK else 4
+N_EXAMPLES = 4
+# The zoo figure: one seed-branch model (simple_cnn + lstm) per fusion; None: every fusion.
+ZOO_FUSIONS = ["concat", "gmu", "weighted_sum", "cross_attention"] if QUICK else None
+""", metadata={"tags": ["parameters"]}),
+        new_code_cell(LOAD_DATA),
+        new_code_cell("""\
+from mmkeras import explain
+
+keras.utils.set_random_seed(SEED)
+model = mmkeras.create_model(MODEL, **ds.model_kwargs())
+training.fit(model, ds, epochs=EPOCHS, verbose=0)
+features, labels = training.split_arrays(ds, "test")
+# One test example per class (a test split may be sorted by class).
+shown = [np.flatnonzero(labels == c)[0] for c in range(ds.num_classes) if (labels == c).any()][:N_EXAMPLES]
+batch = {k: v[shown] for k, v in features.items()}
+contributions = explain.modality_contributions(model, batch)
+tokens = explain.token_attributions(model, batch)
+pixels = explain.pixel_attributions(model, batch)
+cam = explain.grad_cam(model, batch)
+print("image + text == p_both - p_neither:",
+      np.allclose(contributions["image"] + contributions["text"], contributions["p_both"] - contributions["p_neither"]))
+print("token completeness error:", np.abs(tokens["scores"].sum(-1) - (tokens["p_input"] - tokens["p_baseline"])).max())
+"""),
+        new_code_cell("""\
+vocabulary = ds.vectorizer.get_vocabulary()
+fig, axes = plt.subplots(len(shown), 4, figsize=(14, 2.8 * len(shown)), squeeze=False,
+                         gridspec_kw={"width_ratios": [1, 1, 2.2, 1]})
+for row, ax in enumerate(axes):
+    image = batch["image"][row]
+    ax[0].imshow(image)
+    ax[0].imshow(cam["heatmap"][row], cmap="jet", alpha=0.45, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+    predicted = ds.class_names[contributions["class_id"][row]]
+    ax[0].set_title(f"Grad-CAM: {predicted}\\n(true: {ds.class_names[labels[shown[row]]]})", fontsize=8)
+    limit = np.abs(pixels["scores"][row]).max() or 1.0
+    ax[1].imshow(pixels["scores"][row], cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax[1].set_title("pixel integrated gradients", fontsize=8)
+    # The caption, each word coloured by its score (red: for the class, blue: against).
+    ids = batch["text"][row]
+    words = [(vocabulary[i], s) for i, s in zip(ids, tokens["scores"][row]) if i != 0]
+    limit = max((abs(s) for _, s in words), default=0.0) or 1.0
+    for j, (word, score) in enumerate(words):
+        ax[2].text(j / max(len(words), 1), 0.5, word, fontsize=10, ha="left", va="center",
+                   bbox=dict(facecolor=plt.cm.RdBu_r(0.5 + 0.5 * score / limit), edgecolor="none"))
+    ax[2].set_title("caption, words coloured by integrated gradients", fontsize=8)
+    values = [contributions["image"][row], contributions["text"][row]]
+    ax[3].barh(["image", "text"], values, color=["tab:orange", "tab:blue"])
+    ax[3].axvline(0, color="gray", lw=0.8)
+    ax[3].set_title("Shapley contribution to p(predicted)", fontsize=8)
+    for a in ax[:3]:
+        a.axis("off")
+plt.tight_layout()
+"""),
+        new_markdown_cell(
+            "## Across the zoo: the image's share against accuracy\n\n"
+            "For each fusion, a model on the seed branches is trained and scored on the test "
+            "split; its image share is `mean_modality_shares`: the sum over test examples of "
+            "|phi_image| over the sum of |phi_image| + |phi_text|. A share near 1 or 0 is a "
+            "model that leans on one modality (modality laziness)."
+        ),
+        new_code_cell("""\
+zoo = [n for n in mmkeras.list_models() if mmkeras.model_info(n)["family"] == "fused"
+       and mmkeras.model_info(n)["image_branch"] == "simple_cnn" and mmkeras.model_info(n)["text_branch"] == "lstm"
+       and (ZOO_FUSIONS is None or mmkeras.model_info(n)["fusion"] in ZOO_FUSIONS)]
+rows = []
+for name in zoo:
+    keras.utils.set_random_seed(SEED)
+    member = mmkeras.create_model(name, **ds.model_kwargs())
+    training.fit(member, ds, epochs=EPOCHS, verbose=0)
+    accuracy = training.evaluate(member, ds)[0]["accuracy"]
+    shares = explain.mean_modality_shares(member, features)
+    rows.append((mmkeras.model_info(name)["fusion"], accuracy, shares["image_share"]))
+    print(f"{name:32s} accuracy {accuracy:.3f}  image share {shares['image_share']:.3f}")
+"""),
+        new_code_cell("""\
+fig, ax = plt.subplots(figsize=(7, 4.5))
+for fusion, accuracy, share in rows:
+    ax.scatter(share, accuracy, s=40)
+    ax.annotate(fusion, (share, accuracy), fontsize=8, xytext=(4, 3), textcoords="offset points")
+ax.axvline(0.5, color="gray", lw=0.8, ls="--")
+ax.set(xlabel="image share of the predictions", ylabel="test accuracy", xlim=(0, 1),
+       title=f"Image share against accuracy, one model per fusion ({data.name})")
+plt.tight_layout()
+"""),
+    ]
+
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": quickstart,
     "02_fusion_zoo.ipynb": fusion_zoo,
     "03_ensembles.ipynb": ensembles,
     "04_robustness_and_attention.ipynb": robustness_and_attention,
+    "05_explain.ipynb": explain_predictions,
 }
 
 

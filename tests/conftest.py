@@ -41,3 +41,58 @@ def tiny_datasets(synthetic_data):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_datasets, tmp_path_factory):
+    """An export of an untrained seed_concat on tiny_datasets (16x16 images), one per module."""
+    import keras
+
+    import mmkeras
+    from mmkeras.export import export_model
+
+    keras.utils.set_random_seed(7)
+    model = mmkeras.create_model("seed_concat", **tiny_datasets.model_kwargs())
+    return export_model(model, tmp_path_factory.mktemp("exports") / "seed",
+                        vectorizer=tiny_datasets.vectorizer, class_names=tiny_datasets.class_names,
+                        dataset="synthetic")
+
+
+@pytest.fixture(scope="module")
+def predictor(export_dir):
+    from mmkeras.predict import Predictor
+
+    return Predictor(export_dir)
+
+
+MANIFEST_IMAGE_SIZE = 12  # of the images manifest_file writes
+
+
+@pytest.fixture(scope="session")
+def manifest_file(tmp_path_factory):
+    """(path, paired): a tiny CSV manifest (12x12 PNG paths, text, integer labels, a `split`
+    column: train rows, then test rows) and the PairedData it was written from."""
+    from mmkeras.data import make_synthetic
+    from test_data_manifest import write_manifest  # the manifest generator of the data tests
+
+    paired = make_synthetic(n_train=48, n_test=16, image_size=MANIFEST_IMAGE_SIZE, seed=0)
+    return write_manifest(tmp_path_factory.mktemp("manifest"), paired), paired
+
+
+@pytest.fixture(scope="session")
+def trained_unimodal(tiny_datasets):
+    """{"image": image_simple_cnn, "text": text_lstm}, each trained 2 epochs on tiny_datasets:
+    the experts and warm-start sources of fused-model tests."""
+    import keras
+
+    import mmkeras
+    from mmkeras import training
+
+    keras.utils.set_random_seed(0)
+    models = {}
+    for modality, name in (("image", "image_simple_cnn"), ("text", "text_lstm")):
+        model = mmkeras.create_model(name, **tiny_datasets.model_kwargs())
+        training.compile_model(model)
+        training.fit(model, tiny_datasets, epochs=2, verbose=0)
+        models[modality] = model
+    return models

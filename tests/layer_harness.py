@@ -47,6 +47,9 @@ class LayerExample:
         zero_gradient: suffixes of weight paths whose gradient is 0 by construction
             (say why where the example is written); each must match a weight. The key
             biases of attention sub-layers are exempt without being listed.
+        indicator_inputs: indices (in `inputs`) of float inputs the layer reads only
+            through comparisons (is it blank? which state?): no gradient reaches them by
+            construction.
         mixed_dtype: the float output dtype expected under "mixed_bfloat16"; None skips
             the mixed-precision check.
         variant: a suffix for the test id, where one class has several examples.
@@ -58,6 +61,7 @@ class LayerExample:
     masks: object = None
     mask_inputs: dict = dataclasses.field(default_factory=dict)
     zero_gradient: tuple = ()
+    indicator_inputs: tuple = ()
     mixed_dtype: str = "bfloat16"
     variant: str = ""
 
@@ -351,7 +355,7 @@ def check_gradients(example):
     call(example, layer, masks=example.keras_masks)
     rng = np.random.default_rng(2)
     inputs = [tf.constant(x) for x in example.input_list]
-    float_inputs = [x for x in inputs if _is_float(x.dtype)]
+    float_inputs = [x for i, x in enumerate(inputs) if _is_float(x.dtype) and i not in example.indicator_inputs]
     with tf.GradientTape() as tape:
         tape.watch(float_inputs)
         outputs = keras.tree.flatten(call(example, layer, inputs, example.keras_masks))

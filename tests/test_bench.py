@@ -79,10 +79,38 @@ def test_results_schema(results):
         if blanked:
             assert min(abs(r[blanked] - f) for f in frequencies) < 1e-9
         # The median epoch's rate, from the epoch curve's own timings.
-        durations = np.diff([0.0] + [c["seconds"] for c in m["curve"]])
+        # (A fusion recipe's last point, after the epochs, is no epoch.)
+        epochs = [c for c in m["curve"] if c.get("stage") != "recipe"]
+        durations = np.diff([0.0] + [c["seconds"] for c in epochs])
         assert m["median_epoch_samples_per_second"] == pytest.approx(
             m["train_samples"] / m["epochs"] / np.median(durations))
     assert set(on_disk["speedup"]) == {"seed_concat", "seed_image", "seed_text"}
+    # Per-class recall agrees with the confusion matrix; results.md shows the worst class.
+    for m in on_disk["models"]:
+        cm = np.array(m["confusion_matrix"])
+        assert m["per_class_recall"] == pytest.approx(dict(zip(["red", "green", "blue"], np.diag(cm) / cm.sum(1))))
+        worst = min(m["per_class_recall"].items(), key=lambda item: item[1])
+        assert m["worst_class"] == {"class": worst[0], "recall": pytest.approx(worst[1])}
+        assert "class_weights" not in m  # no --class-weight
+        # What each modality buys (the robustness subset is the whole 40-pair test set here).
+        for modality in ("image", "text"):
+            assert m["contribution"][modality] == pytest.approx(
+                m["test_accuracy"] - m["robustness"][f"{modality}_missing"])
+        if m["family"] in ("image", "text") and not m["name"].startswith("recipe_"):
+            assert m["modality_share"][m["family"]] == 1.0  # exact Shapley shares: all on the one input read
+    # The warm-started fused row trained by the default fusion recipe: the product of experts,
+    # whose last curve point is the finished model's.
+    fused = next(m for m in on_disk["models"] if m["name"] == "seed_concat")
+    assert fused["fusion_recipe"] == "experts" and fused["recipe_seconds"] > 0
+    assert set(fused["expert_weights"]) == {"both", "text_only", "image_only", "neither"}
+    assert fused["curve"][-1]["stage"] == "recipe" and fused["curve"][-1]["test_accuracy"] == fused["test_accuracy"]
+    # A paired directory records what applies of the "data" record.
+    assert on_disk["data"] == {"source": on_disk["data"]["source"], "n_rows": 160, "bad_rows": [], "skipped": [],
+                               "blanked": [], "class_names": ["red", "green", "blue"], "image_size": [12, 10],
+                               "class_counts": on_disk["data"]["class_counts"]}
+    assert {split: sum(c.values()) for split, c in on_disk["data"]["class_counts"].items()} == {"train": 120,
+                                                                                              "test": 40}
+    assert on_disk["class_weight"] is None
     rows = {m["name"]: m for m in on_disk["models"]}
     assert on_disk["speedup"]["seed_image"]["median_epoch_ratio"] == pytest.approx(
         rows["seed_image"]["median_epoch_samples_per_second"] / rows["recipe_seed_image"]["median_epoch_samples_per_second"])
@@ -128,7 +156,10 @@ def test_a_new_metric_is_one_entry(results, monkeypatch):
         curve = type("Curve", (), {"predictions": np.array([0, 1, 1, 2])})()
 
     class Data:
-        arrays, num_classes = {"test": ({}, np.array([0, 1, 2, 0]))}, 3
+        arrays, num_classes, class_names = {"test": ({}, np.array([0, 1, 2, 0]))}, 3, ["a", "b", "c"]
+
+        def features(self, split, rows=None):
+            return self.arrays[split][0]
 
     measured = metrics.Measured(Trained(), Data(), BenchConfig())
     nested = dataclasses.replace(entry, key="robustness/errors", title=None)
@@ -138,7 +169,7 @@ def test_a_new_metric_is_one_entry(results, monkeypatch):
     monkeypatch.setattr(metrics, "METRICS", metrics_list + (entry,))
     md = report.results_markdown(dict(res, models=[dict(res["models"][0], errors=7)], time_to_accuracy={},
                                       speedup={})).splitlines()
-    assert md[2].endswith("| noise 0.3 | errors |") and md[4].endswith("| 7 |")
+    assert md[2].endswith(f"| {metrics.columns()[-2].title} | errors |") and md[4].endswith("| 7 |")
 
 
 def test_rerun_resumes(results, monkeypatch):
@@ -384,3 +415,52 @@ def test_export_the_best_row_also_after_resume(user_dir, tmp_path):
     again = run(cfg)
     assert again["export"]["name"] == "seed_image" and "seed_concat" in again["export"]["note"]
     assert (tmp_path / "export" / "seed_image" / "saved_model.pb").is_file()
+
+
+def test_bench_on_a_manifest_with_a_broken_row_and_class_weights(manifest_file, tmp_path):
+    from mmkeras.bench.__main__ import parse_args
+
+    path, paired = manifest_file
+    lines = path.read_text().splitlines()
+    lines.insert(3, "images/missing.png,a lost image,0,train")  # line 4 as an editor shows it
+    broken = path.parent / "broken_row.csv"  # beside the images its paths point at
+    broken.write_text("\n".join(lines) + "\n")
+    cfg = parse_args(["--data", str(broken), "--image-column", "image", "--text-column", "text",
+                      "--label-column", "label", "--split-column", "split", "--on-bad-row", "skip",
+                      "--image-size", "12", "--class-weight", "balanced",
+                      "--models", "seed_image", "--epochs", "1", "--batch-size", "16",
+                      "--vocab-size", "40", "--sequence-length", "6", "--robustness-samples", "8",
+                      "--out", str(tmp_path)])
+    res = run(cfg)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(res))
+    data = res["data"]
+    assert data["source"] == str(broken) and data["n_rows"] == len(paired.train) + len(paired.test) + 1
+    assert [(b["line"], b["column"]) for b in data["bad_rows"]] == [(4, "image")]
+    assert "missing.png" in data["bad_rows"][0]["reason"]
+    assert data["skipped"] == [4] and data["blanked"] == [] and data["image_size"] == [12, 12]
+    names = data["class_names"]
+    assert names == res["class_names"] == [str(c) for c in range(paired.num_classes)]
+    assert data["class_counts"]["test"] == {names[c]: int(n) for c, n in zip(*np.unique(paired.test.label,
+                                                                                        return_counts=True))}
+    assert res["class_weight"] == "balanced"
+    assert [m["name"] for m in res["models"]] == ["recipe_seed_image", "seed_image"]
+    for m in res["models"]:  # the package row and the recipe row are both weighted
+        assert list(m["per_class_recall"]) == names
+        assert len(m["class_weights"]) == len(names) and max(m["class_weights"]) > min(m["class_weights"])
+    md = (tmp_path / "results.md").read_text()
+    worst = res["models"][0]["worst_class"]
+    assert "| worst class |" in md and f"| {worst['class']} {worst['recall']:.3f} |" in md
+    assert f"**Data**: {broken}, {data['n_rows']} rows; 1 skipped: lines 4; smallest class in train:" in md
+    assert "; class weight: balanced" in md
+
+
+def test_manifest_options_are_refused_for_other_data(capsys, tmp_path):
+    from mmkeras.bench.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "synthetic", "--image-column", "img", "--text-column", "title"])
+    err = capsys.readouterr().err
+    assert "--image-column, --text-column given, but --data 'synthetic'" in err and "image_column='img'" in err
+    with pytest.raises(ValueError, match="--image-size given, but --data 'synthetic'"):
+        run(BenchConfig(data="synthetic", image_size=8, out=str(tmp_path)))
+    assert parse_args(["--data", "synthetic"]).class_weight is None

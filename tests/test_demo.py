@@ -31,3 +31,21 @@ def test_unreachable_named_set_falls_back_to_synthetic_but_a_path_does_not(monke
     (tmp_path / "classes.txt").write_text("a\nb\n")  # a paired directory without its npz files
     with pytest.raises(FileNotFoundError, match="train.npz"):
         demo.load_demo_data(str(tmp_path), seed=0)
+
+
+def test_demo_on_a_manifest_with_class_weights(manifest_file, capsys):
+    path, paired = manifest_file
+    rows = demo.main(["--data", str(path), "--split-column", "split", "--image-size", "12",
+                      "--class-weight", "balanced", "--epochs", "1", "--batch-size", "16"])
+    assert [r["name"] for r in rows] == list(demo.DEMO_MODELS)
+    names = [str(c) for c in range(paired.num_classes)]
+    for r in rows:
+        assert list(r["per_class_recall"]) == names and len(r["class_weights"]) == len(names)
+    out = capsys.readouterr().out
+    assert "worst class (recall)" in out and f"{len(paired.train)} train / {len(paired.test)} test" in out
+
+
+def test_demo_refuses_manifest_options_for_other_data(capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--data", "synthetic", "--split-column", "split"])
+    assert "--split-column given, but --data 'synthetic'" in capsys.readouterr().err

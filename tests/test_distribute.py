@@ -66,6 +66,29 @@ def free_ports(n):
     return ports
 
 
+def run_workers(args, cwd, timeout, n=2):
+    """Run `python *args` as `n` workers of one TF_CONFIG cluster on localhost (cwd `cwd`);
+    returns the JSON each printed last, in worker order."""
+    workers = [f"127.0.0.1:{p}" for p in free_ports(n)]
+    procs = []
+    for index in range(n):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, "TF_CONFIG": tf_config}
+        procs.append(subprocess.Popen([sys.executable, *args], cwd=str(cwd), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            assert p.returncode == 0, stderr[-3000:]
+            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return outputs
+
+
 def test_unknown_strategy_lists_the_allowed_names():
     with pytest.raises(ValueError, match="default, mirrored, multi_worker"):
         distribute.get_strategy("horovod")
@@ -144,7 +167,6 @@ def test_mirrored_over_two_cpu_devices_matches_the_default_strategy(tmp_path):
 
 
 def test_two_worker_multi_worker_mirrored_fit_agrees_on_the_weights(tmp_path):
-    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     body = """
         strategy = distribute.get_strategy("multi_worker")
         ds = tiny(n_train=240, shuffle=False, validation_fraction=0.2)  # 192 train, 48 validation
@@ -155,22 +177,7 @@ def test_two_worker_multi_worker_mirrored_fit_agrees_on_the_weights(tmp_path):
         print(json.dumps({"replicas": strategy.num_replicas_in_sync, "history": history.history}))
     """
     (tmp_path / "worker.py").write_text(PRELUDE + textwrap.dedent(body))
-    procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, "TF_CONFIG": tf_config}
-        procs.append(subprocess.Popen([sys.executable, "worker.py"], cwd=str(tmp_path), env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=150)
-            assert p.returncode == 0, stderr[-3000:]
-            outputs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outputs = run_workers(["worker.py"], tmp_path, timeout=150)
     assert [o["replicas"] for o in outputs] == [2, 2]
     assert outputs[0]["history"] == outputs[1]["history"]
     w0, w1 = np.load(tmp_path / "worker_0.npz"), np.load(tmp_path / "worker_1.npz")

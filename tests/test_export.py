@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mmkeras.data.streaming import fit_image
+
 import mmkeras
 from mmkeras import training
 from mmkeras.export import (FLOAT_SIGNATURE, SIGNATURE, TOKENIZE_SIGNATURE, convert_tflite,
@@ -329,8 +331,9 @@ def test_images_of_any_size(served, size):
     image = _image(1, size)
     out = _serve(served, image, ["a metal thing"])
     _check_probabilities(out, 1)
-    # The same as resizing first (bilinear, antialiased) and serving at the model's size.
-    resized = tf.image.resize(image.astype("float32"), (16, 16), method="bilinear", antialias=True).numpy()
+    # The same as fitting it first as the training pipeline does (aspect kept, black
+    # padding: mmkeras.data.streaming.fit_image) and serving at the model's size.
+    resized = fit_image(tf.constant(image), (16, 16)).numpy().astype("float32")
     at_model_size = _serve(served, resized, ["a metal thing"], FLOAT_SIGNATURE)
     np.testing.assert_allclose(out["probabilities"], at_model_size["probabilities"], atol=1e-5)
 
@@ -422,3 +425,97 @@ def test_mixed_precision_model_exports_within_its_precision(tiny_datasets, tmp_p
     path = export_model(model, tmp_path / "bf16", vectorizer=tiny_datasets.vectorizer,
                         class_names=tiny_datasets.class_names)
     assert os.path.isfile(os.path.join(str(path), "saved_model.pb"))
+
+
+# --- the explain signature ------------------------------------------------------------
+
+
+def test_explain_signature_matches_the_python_api(served, exported, trained, tiny_datasets, synthetic_data):
+    from mmkeras import explain
+    from mmkeras.export import EXPLAIN_SIGNATURE
+
+    test = synthetic_data.test
+    out = {k: v.numpy() for k, v in served.signatures[EXPLAIN_SIGNATURE](
+        image=tf.constant(test.image[:12]), text=tf.constant(test.text[:12])).items()}
+    features, _ = tiny_datasets.arrays["test"]
+    features = {k: v[:12] for k, v in features.items()}
+    contributions = explain.modality_contributions(trained, features)
+    tokens = explain.token_attributions(trained, features)
+    np.testing.assert_allclose(out["probabilities"], training.predict_proba(trained, features), atol=1e-5)
+    np.testing.assert_array_equal(out["class_id"], contributions["class_id"])
+    np.testing.assert_allclose(out["image_contribution"], contributions["image"], atol=1e-5)
+    np.testing.assert_allclose(out["text_contribution"], contributions["text"], atol=1e-5)
+    np.testing.assert_allclose(out["p_neither"], contributions["p_neither"], atol=1e-5)
+    np.testing.assert_allclose(out["token_scores"], tokens["scores"], atol=1e-5)
+    assert np.abs(out["image_contribution"]).max() > 1e-4 and np.abs(out["token_scores"]).max() > 0
+    vocabulary = tiny_datasets.vectorizer.get_vocabulary()
+    assert out["tokens"].tolist() == [[vocabulary[i].encode() for i in row] for row in features["text"]]
+    assert np.all(out["token_scores"][features["text"] == 0] == 0)
+    assert read_metadata(exported)["signatures"][EXPLAIN_SIGNATURE]["integration_steps"] == 32
+
+
+@pytest.mark.parametrize("image, text, match", [
+    (np.zeros((1, 16, 16, 1), np.uint8), ["x"], "3 channels"),
+    (np.zeros((3, 16, 16, 3), np.uint8), ["a", "b"], "batch sizes differ"),
+    (np.zeros((1, 0, 5, 3), np.uint8), ["a"], "at least 1x1"),
+])
+def test_explain_refuses_bad_input_as_serving_default_does(served, image, text, match):
+    from mmkeras.export import EXPLAIN_SIGNATURE
+
+    for signature in (SIGNATURE, EXPLAIN_SIGNATURE):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+            served.signatures[signature](image=tf.constant(image), text=tf.constant(text))
+
+
+def test_explain_defined_results_for_odd_input(served):
+    from mmkeras.export import EXPLAIN_SIGNATURE
+
+    texts = ["", b"\xff metal \xc3", "\U0001F600 wooden"]
+    out = {k: v.numpy() for k, v in served.signatures[EXPLAIN_SIGNATURE](
+        image=tf.constant(_image(3, (500, 300))), text=tf.constant(texts)).items()}
+    np.testing.assert_allclose(out["probabilities"], _serve(served, _image(3, (500, 300)), texts)["probabilities"],
+                               atol=1e-6)
+    for key in ("image_contribution", "text_contribution", "token_scores"):
+        assert np.isfinite(out[key]).all()
+    assert out["tokens"][0].tolist() == [b"[UNK]"] + [b""] * 9  # the empty text reads as one [UNK]
+
+
+def test_fresh_adapted_vectorizer_exports(trained, synthetic_data, tmp_path):
+    """A TextVectorization adapted but never called is built by export_model (it used to fail)."""
+    vectorizer = keras.layers.TextVectorization(max_tokens=40, output_sequence_length=10)
+    vectorizer.adapt(synthetic_data.train.text)
+    assert not vectorizer.built
+    path = export_model(trained, tmp_path / "fresh", vectorizer=vectorizer, class_names=[str(i) for i in range(6)])
+    tokens = _tokens(tf.saved_model.load(str(path)), synthetic_data.test.text[:4])
+    np.testing.assert_array_equal(tokens, np.asarray(vectorizer(tf.constant(synthetic_data.test.text[:4]))))
+
+
+def test_onnx_token_level_model(exported, trained, tiny_datasets, tmp_path):
+    """The documented ONNX path (docs/export.md): tf2onnx converts the token-level model."""
+    tf2onnx = pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = keras.models.load_model(str(exported / "model.keras"))
+    spec = (tf.TensorSpec([None, 16, 16, 3], tf.float32, name="image"),
+            tf.TensorSpec([None, 10], tf.int32, name="text"))
+
+    @tf.function(input_signature=spec)
+    def probabilities(image, text):
+        return {"probabilities": model({"image": image, "text": text}, training=False)["label"]}
+
+    tf2onnx.convert.from_function(probabilities, input_signature=spec, output_path=str(tmp_path / "m.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    features, _ = tiny_datasets.arrays["test"]
+    x = {"image": features["image"][:8].astype("float32"), "text": features["text"][:8]}
+    got = session.run(None, x)[0]
+    np.testing.assert_allclose(got, training.predict_proba(trained, x), atol=1e-5)
+
+
+def test_an_evaluate_report_is_recorded_as_the_metrics(tmp_path, tiny_datasets):
+    model = mmkeras.create_model("seed_concat", **tiny_datasets.model_kwargs())
+    report, _ = training.evaluate(model, tiny_datasets)
+    path = export_model(model, tmp_path / "m", vectorizer=tiny_datasets.vectorizer,
+                        class_names=tiny_datasets.class_names, metrics=report, verify=False)
+    recorded = read_metadata(path)["metrics"]
+    assert recorded["accuracy"] == pytest.approx(report["accuracy"])
+    assert recorded["per_class_recall"] == pytest.approx(
+        {name: r for name, r in report["per_class_recall"].items() if r is not None})

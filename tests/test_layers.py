@@ -83,6 +83,13 @@ EXAMPLES = {
     "HorizontalFlip": dict(init_kwargs={}, inputs=normal(3, 4, 2)),
     # Heads.
     "AuxiliaryHead": dict(init_kwargs=dict(units=3, loss_weight=0.5), inputs=normal(6)),
+    # The product of experts of a fused model with unimodal experts: which modalities are
+    # present (the second image and the second text are blanks), and the weighted product.
+    "ModalityPresence": dict(init_kwargs={}, inputs=[normal(4, 4, 3) * np.array([1, 0, 1])[:, None, None, None],
+                                                    token_ids()], indicator_inputs=(0,), mixed_dtype="float32"),
+    "ProductOfExperts": dict(init_kwargs=dict(num_experts=3),
+                             inputs=[np.array([[1, 1], [1, 0], [0, 1]], "float32"), probabilities(), probabilities(),
+                                     probabilities()], indicator_inputs=(0,), mixed_dtype="float32"),
     # Ensemble combiners: two members' probabilities over 4 classes. Combiners compute
     # in float32 whatever the policy: probabilities near 0 need it (log, clip).
     "AverageCombiner": dict(init_kwargs={}, inputs=[probabilities(), probabilities()], mixed_dtype="float32"),

@@ -15,7 +15,7 @@ NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 NAMES = [p.name for p in NOTEBOOKS]
 EXPECTED = ["01_quickstart.ipynb", "02_fusion_zoo.ipynb", "03_ensembles.ipynb",
-            "04_robustness_and_attention.ipynb"]
+            "04_robustness_and_attention.ipynb", "05_explain.ipynb"]
 
 
 def _generator():

@@ -6,29 +6,12 @@ of an untrained seed model with 16x16 inputs.
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-import mmkeras
-from mmkeras.export import export_model
-from mmkeras.predict import InputError, Predictor, load_image, main
-
-
-@pytest.fixture(scope="module")
-def export_dir(tiny_datasets, tmp_path_factory):
-    keras.utils.set_random_seed(7)
-    model = mmkeras.create_model("seed_concat", **tiny_datasets.model_kwargs())
-    return export_model(model, tmp_path_factory.mktemp("exports") / "seed",
-                        vectorizer=tiny_datasets.vectorizer, class_names=tiny_datasets.class_names,
-                        dataset="synthetic")
-
-
-@pytest.fixture(scope="module")
-def predictor(export_dir):
-    return Predictor(export_dir)
+from mmkeras.predict import InputError, load_image, main
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +154,29 @@ def test_predictor_bad_arrays(predictor):
         predictor.predict([np.full((4, 4, 3), 300, np.int32)], ["x"])
     with pytest.raises(InputError, match="1x1"):
         predictor.predict([np.zeros((0, 4, 3), np.uint8)], ["x"])
+
+
+def test_explain_flag_prints_contributions_and_token_scores(capsys, export_dir, images, predictor):
+    folder, arrays = images
+    code, out, err = _run(capsys, export_dir, "--image", folder / "rgb.png", "--text", "a metal thing",
+                          "--explain", "--json")
+    assert code == 0, err
+    explanation = json.loads(out)[0]["explanation"]
+    expected = predictor.explain([arrays["rgb"]], ["a metal thing"])
+    assert explanation["image_contribution"] == pytest.approx(float(expected["image_contribution"][0]))
+    assert explanation["text_contribution"] == pytest.approx(float(expected["text_contribution"][0]))
+    # Efficiency: the two contributions add up to p(predicted) - p(both blanked).
+    p = expected["probabilities"][0].max()
+    assert explanation["image_contribution"] + explanation["text_contribution"] == pytest.approx(
+        p - explanation["p_neither"], abs=1e-6)
+    assert [t for t, _ in explanation["tokens"]] == ["a", "metal", "thing"]
+    assert explanation["class_name"] == predictor.predict([arrays["rgb"]], ["a metal thing"])["class_name"][0]
+    code, out, err = _run(capsys, export_dir, "--image", folder / "rgb.png", "--text", "a metal thing", "--explain")
+    assert code == 0, err
+    assert "image " in out and "tokens: a(" in out and "metal(" in out
+
+
+def test_explain_refuses_bad_input_like_predict(capsys, export_dir, images):
+    folder, _ = images
+    code, _, err = _run(capsys, export_dir, "--image", folder / "not_an_image.png", "--text", "x", "--explain")
+    assert code == 2 and "cannot read" in err

@@ -3,7 +3,6 @@
 
 import json
 
-import keras
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,23 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import mmkeras
-from mmkeras.export import export_model
-from mmkeras.predict import Predictor, load_image, main
-
-
-@pytest.fixture(scope="module")
-def export_dir(tiny_datasets, tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    model = mmkeras.create_model("seed_concat", **tiny_datasets.model_kwargs())
-    return export_model(model, tmp_path_factory.mktemp("exports") / "seed",
-                        vectorizer=tiny_datasets.vectorizer, class_names=tiny_datasets.class_names,
-                        dataset="synthetic")
-
-
-@pytest.fixture(scope="module")
-def predictor(export_dir):
-    return Predictor(export_dir)
+from mmkeras.predict import load_image, main
 
 
 @pytest.fixture(scope="module")

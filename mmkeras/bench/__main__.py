@@ -1,4 +1,8 @@
-"""python -m mmkeras.bench --data {cifar10,cifar100,synthetic,DIR} --models PATTERN ..."""
+"""python -m mmkeras.bench --data {cifar10,cifar100,synthetic,DIR,FILE.csv} --models PATTERN ...
+
+A manifest (--data my.csv|.tsv|.jsonl|.parquet) takes its columns from --image-column,
+--text-column (repeat to join several), --label-column, --split-column, and --on-bad-row,
+--image-size; results.json's "data" records what was read, skipped and blanked."""
 
 import argparse
 
@@ -6,6 +10,8 @@ from mmkeras.bench.config import DEFAULT_FUSED, DEFAULT_MODELS, BenchConfig
 from mmkeras.bench.runner import run
 from mmkeras.data import describe_datasets
 from mmkeras.distribute import STRATEGIES
+from mmkeras.fusion_recipes import DEFAULT_FUSION_RECIPE, list_fusion_recipes
+from mmkeras.manifest_options import add_manifest_arguments, parsed_manifest_options
 from mmkeras.training import PRECISIONS
 
 
@@ -30,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="train fused rows from scratch instead of from this run's unimodal rows")
     p.add_argument("--fused-epochs", type=int, default=1, help="epochs of a warm-started fused row")
+    p.add_argument("--fusion-recipe", default=DEFAULT_FUSION_RECIPE, choices=list_fusion_recipes(),
+                   help="how a warm-started fused row trains (see docs/models.md, Fusion recipes; "
+                        f"default: {DEFAULT_FUSION_RECIPE})")
     p.add_argument("--pretrain-image", default=None, metavar="{cifar10,cifar100,DIR}",
                    help="first train an image-only model on this image set (DIR: SPLIT/CLASS/*.jpg "
                         "folders or a tarball of them), then warm-start every fused row's image branch from it")
@@ -50,8 +59,13 @@ def parse_args(argv=None):
     p.add_argument("--sequence-length", type=int, default=24)
     p.add_argument("--strategy", default="default", choices=STRATEGIES,
                    help="tf.distribute strategy: mirrored over the visible GPUs (or logical CPU "
-                        "devices), multi_worker from TF_CONFIG (see README, Scaling out)")
+                        "devices), multi_worker from TF_CONFIG (see docs/scaling.md)")
+    p.add_argument("--class-weight", choices=("balanced",), default=None,
+                   help="weigh each training example by n / (k * count of its class) from the train "
+                        "split, in every trained row (default: unweighted)")
+    add_manifest_arguments(p)
     args = p.parse_args(argv)
+    parsed_manifest_options(p, args)  # an option for data that does not read it: a usage error, now
     return BenchConfig(**{k: v for k, v in vars(args).items()})
 
 

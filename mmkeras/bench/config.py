@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from mmkeras.fusion_recipes import DEFAULT_FUSION_RECIPE
+
 # The default run (see README, "What the default run trains"): the seed recipe and the seed
 # graph through the package pipeline, one from-scratch fused model, the strong image and
 # text branches once each, every fusion family warm-started from them, every ensemble.
@@ -42,6 +44,7 @@ class BenchConfig:
     sequence_length: int = 24
     warm_start: bool = True  # fused rows start from this run's unimodal rows (frozen image branch)
     fused_epochs: int = 1  # epochs of a warm-started fused row
+    fusion_recipe: str = DEFAULT_FUSION_RECIPE  # how a warm-started fused row trains (mmkeras.fusion_recipes)
     robustness_samples: int = 2000  # seeded test subset for the five perturbed evaluations
     default_fused: str = DEFAULT_FUSED
     pretrain_image: str = None  # cifar10, cifar100 or an image-folder DIR: see pretrain.py
@@ -54,3 +57,20 @@ class BenchConfig:
     # other rows, the recipe and every fused model stay float32.
     image_precision: str = "auto"
     callbacks: list = dataclasses.field(default_factory=list)
+    # Class imbalance: None, "balanced" or {class index or name: weight}, for every trained
+    # row (see mmkeras.training.resolve_class_weight); ensembles combine the weighted rows.
+    class_weight: object = None
+    # A manifest's columns and policies (mmkeras.manifest_options; None: load_manifest's
+    # default). Refused with an error for data that does not read them.
+    image_column: str = None
+    text_columns: tuple = None
+    label_column: str = None
+    split_column: str = None
+    on_bad_row: str = None
+    image_size: int = None
+
+    def data_options(self):
+        """The load_dataset options these settings give (the manifest options set)."""
+        from mmkeras.manifest_options import manifest_options
+
+        return manifest_options(self)

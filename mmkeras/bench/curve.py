@@ -34,6 +34,16 @@ class EpochCurve(keras.callbacks.Callback):
         self.eval_seconds += time.perf_counter() - eval_start
         self.start += time.perf_counter() - eval_start  # evaluation time is not training time
 
+    def record_final(self, model, seconds):
+        """A last point for a model that a recipe changed after its last epoch (the fusion
+        recipe "experts" adds heads): its test accuracy after `seconds` of training in all;
+        its predictions become the row's."""
+        self.set_model(model)
+        pred = self.predictions = training.predict_proba(model, self.features).argmax(-1)
+        self.curve.append({"epoch": self.curve[-1]["epoch"] if self.curve else 0, "seconds": seconds,
+                           "val_accuracy": None, "test_accuracy": float(np.mean(pred == self.labels)),
+                           "stage": "recipe"})
+
     def exclude_from(self, stats):
         """`stats` of the fit this curve watched, without the curve's own evaluations: the
         benchmark's instrumentation is not training, and it costs the fast rows most."""

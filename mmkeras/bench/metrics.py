@@ -9,8 +9,11 @@ from typing import Callable
 
 import numpy as np
 
+from mmkeras import training
 from mmkeras.bench import measure
-from mmkeras.evaluation import classification_report, confusion_matrix
+from mmkeras.bench.strategies import as_is
+from mmkeras.evaluation import classification_report, confusion_matrix, per_class_recall, worst_class_recall
+from mmkeras.explain import mean_modality_shares
 
 
 class Measured:
@@ -21,8 +24,8 @@ class Measured:
 
     def __init__(self, trained, ds, config):
         self.trained, self.model, self.stats = trained, trained.model, trained.stats
-        self.test_x, self.test_y = ds.arrays["test"]
-        self.num_classes = ds.num_classes
+        self.test_x, self.test_y = training.split_arrays(ds, "test")  # a streamed set's images decoded
+        self.num_classes, self.class_names = ds.num_classes, ds.class_names
         self.seed, self.robustness_samples = config.seed, config.robustness_samples
         # The curve predicted the test set after the last epoch: the trained model's
         # predictions (unless a user callback, e.g. EarlyStopping, changed the weights after it).
@@ -38,17 +41,43 @@ class Measured:
         return classification_report(self.test_y, self.predictions, self.num_classes)
 
     @functools.cached_property
+    def recalls(self):
+        """{class name: recall on the test set} (None for a class with no test example)."""
+        return per_class_recall(self.test_y, self.predictions, self.class_names)
+
+    @functools.cached_property
     def model_features(self):
         """The test features as the model reads them (timings)."""
         return self.trained.prepare(self.test_x)
 
     @functools.cached_property
+    def subset(self):
+        """(features, labels) of a seeded test subset for the perturbed measures: five
+        perturbed passes over the full test set would cost more than some rows' training."""
+        rows = np.sort(np.random.default_rng(self.seed).permutation(len(self.test_y))[: self.robustness_samples])
+        return {k: v[rows] for k, v in self.test_x.items()}, self.test_y[rows]
+
+    @functools.cached_property
     def robustness(self):
-        """Accuracy under each perturbation, on a seeded subset: five perturbed passes over the
-        full test set would cost more than some rows' training."""
-        subset = np.sort(np.random.default_rng(self.seed).permutation(len(self.test_y))[: self.robustness_samples])
-        return measure.robustness(self.trained.predict, {k: v[subset] for k, v in self.test_x.items()},
-                                  self.test_y[subset], self.seed)
+        """Accuracy under each perturbation, on the seeded subset."""
+        return measure.robustness(self.trained.predict, *self.subset, self.seed)
+
+    @functools.cached_property
+    def subset_accuracy(self):
+        features, labels = self.subset
+        return float(np.mean(self.trained.predict(features) == labels))
+
+    def contribution(self, modality):
+        """Accuracy lost when `modality` is blanked (on the subset): what the row gets from it."""
+        return self.subset_accuracy - self.robustness[f"{modality}_missing"]
+
+    @functools.cached_property
+    def shares(self):
+        """mmkeras.explain.mean_modality_shares on the subset (None for a model that takes
+        other features than the package's, the recipe rows)."""
+        if self.trained.prepare is not as_is:
+            return None
+        return mean_modality_shares(self.model, self.subset[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +87,7 @@ class Metric:
     format: str  # format spec of its results.md cell
     compute: Callable  # Measured -> value
     optional: bool = False  # a None value is left out of the row (instead of written as null)
+    render: Callable = None  # value -> its results.md cell, where `format` cannot write the value
 
     def value(self, row):
         """This metric's value in a results.json row (None where the row has none)."""
@@ -74,7 +104,9 @@ class Metric:
 
     def cell(self, row):
         value = self.value(row)
-        return "-" if value is None else format(value, self.format)
+        if value is None:
+            return "-"
+        return self.render(value) if self.render else format(value, self.format)
 
 
 def _stat(key):
@@ -85,6 +117,11 @@ def _stat(key):
 def _score(key):
     """A figure of evaluation.classification_report on the test set."""
     return lambda m: m.report[key]
+
+
+def _worst_class(m):
+    worst = worst_class_recall(m.recalls)
+    return None if worst is None else {"class": worst[0], "recall": worst[1]}
 
 
 def _robustness(condition):
@@ -101,11 +138,17 @@ METRICS = (
     Metric("macro_precision", None, ".4f", _score("macro_precision")),
     Metric("macro_recall", None, ".4f", _score("macro_recall")),
     Metric("macro_f1", "macro-F1", ".4f", _score("macro_f1")),
+    # What the minority classes get: each class's test recall, and the lowest one in results.md.
+    Metric("per_class_recall", None, "", lambda m: m.recalls),
+    Metric("worst_class", "worst class", "", _worst_class,
+           render=lambda worst: f"{worst['class']} {worst['recall']:.3f}"),
     Metric("params", "params", ",", lambda m: int(m.model.count_params())),
     Metric("epochs", "epochs", "d", _stat("epochs")),
     Metric("batch_size", "batch", "d", _stat("batch_size")),  # None: not trained in batches
     Metric("train_seconds", "train s", ".1f", _stat("train_seconds")),
     Metric("train_samples", None, "d", _stat("train_samples"), optional=True),
+    # The per-class weights of a class-weighted fit (--class-weight), else left out.
+    Metric("class_weights", None, "", _stat("class_weights"), optional=True),
     Metric("train_samples_per_second", "samples/s", ".0f", _stat("train_samples_per_second")),
     # The median epoch's rate, where every epoch was timed (see curve.EpochCurve.exclude_from).
     Metric("median_epoch_samples_per_second", None, ".0f", _stat("median_epoch_samples_per_second"),
@@ -114,6 +157,19 @@ METRICS = (
            lambda m: measure.predict_ms_per_sample(m.model, m.model_features)),
     Metric("latency_ms_p50", "p50 ms", ".2f", lambda m: measure.latency_p50_ms(m.model, m.model_features)),
     *(Metric(f"robustness/{c}", ROBUSTNESS_TITLES[c], ".3f", _robustness(c)) for c in measure.ROBUSTNESS),
+    # What each modality buys the row: accuracy lost when it is blanked (modality laziness
+    # shows as a fused row whose image adds nothing), and its share of the predictions
+    # (exact Shapley values: mmkeras.explain).
+    Metric("contribution/image", "image adds", "+.3f", lambda m: m.contribution("image")),
+    Metric("contribution/text", "text adds", "+.3f", lambda m: m.contribution("text")),
+    Metric("modality_share/image", "image share", ".2f", lambda m: m.shares and m.shares["image_share"],
+           optional=True),
+    Metric("modality_share/text", None, ".2f", lambda m: m.shares and m.shares["text_share"], optional=True),
+    # A warm-started fused row: its fusion recipe, the time it spent beyond gradient steps,
+    # and the product-of-experts weights it fitted (recipe "experts").
+    Metric("fusion_recipe", "recipe", "", _stat("recipe"), optional=True),
+    Metric("recipe_seconds", None, ".1f", _stat("recipe_seconds"), optional=True),
+    Metric("expert_weights", None, "", _stat("expert_weights"), optional=True),
     Metric("confusion_matrix", None, "", lambda m: confusion_matrix(m.test_y, m.predictions,
                                                                     m.num_classes).tolist()),
 )

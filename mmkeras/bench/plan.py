@@ -15,6 +15,8 @@ from mmkeras.bench.warm_starts import MODALITIES
 
 FAMILY_ORDER = ("image", "text", "fused", "ensemble")
 RECIPE_PREFIX = "recipe_"
+# Fusion recipes that take the heads of both unimodal rows the branches came from.
+NEEDS_BOTH_SOURCES = ("experts",)
 # Ensembles combine this run's most accurate row of each modality.
 ENSEMBLE_MEMBERS = MODALITIES
 
@@ -35,6 +37,7 @@ class RowPlan:
     members: tuple = ()  # ensembles: the modalities whose best rows they combine
     saved_model: str = None  # where it saves its model for later rows and resumed runs (None: nowhere)
     branches: dict = dataclasses.field(default_factory=dict)  # modality -> branch it uses
+    fusion_recipe: str = None  # a warm-started fused row: its mmkeras.fusion_recipes recipe
 
 
 def select_rows(pattern):
@@ -88,18 +91,24 @@ def plan_rows(names, config, warm):
 def _registered_plan(name, config, warm):
     family, branches = mmkeras.model_info(name)["family"], branches_of(name)
     epochs = config.epochs or DEFAULT_EPOCHS[family]
-    warm_start = saved = None
+    warm_start = saved = fusion_recipe = None
     if family == "fused":  # its branches may start from trained ones
         warm_start = {m: p for m, b in branches.items() if (p := warm.source_for(m, b))}
         if warm_start:
             epochs = config.fused_epochs
+            fusion_recipe = config.fusion_recipe
+            if fusion_recipe in NEEDS_BOTH_SOURCES and not (
+                    set(warm_start) == set(MODALITIES) and all(map(warm.is_row, warm_start.values()))):
+                # The heads must come from this run's unimodal rows: a pretrained or user's
+                # model may answer other classes.
+                fusion_recipe = "frozen"
     else:  # unimodal: saved for the fused rows and ensembles that start from it
         saved = saved_model_path(config.out, name)
     return RowPlan(name=name, model=name, strategy="registered", family=family,
                    batch_size=row_batch_size(name, config), epochs=epochs,
                    precision=config.image_precision if family == "image" else "float32",
                    augmentation="flip_translate" if config.augment and "image" in branches else None,
-                   warm_start=warm_start, saved_model=saved, branches=branches)
+                   warm_start=warm_start, saved_model=saved, branches=branches, fusion_recipe=fusion_recipe)
 
 
 def _recipe_plan(name, config):

@@ -51,8 +51,11 @@ def build_recipe_model(name, *, num_classes, image_shape, vocab_size, sequence_l
     return keras.Model({"image": image, "text": text}, {"label": out}, name=f"recipe_{name}")
 
 
-def fit_recipe(model, features, labels, epochs=None, batch_size=None, callbacks=None, verbose=2):
-    """Train as the recipe does; returns (history, stats). `features` hold pre-padded text."""
+def fit_recipe(model, features, labels, epochs=None, batch_size=None, callbacks=None, verbose=2,
+               sample_weight=None):
+    """Train as the recipe does; returns (history, stats). `features` hold pre-padded text.
+    sample_weight: one weight per example (class weights, see training.resolve_class_weight);
+    Keras's validation_split takes its last 20% along."""
     epochs = RECIPE["epochs"] if epochs is None else epochs
     batch_size = RECIPE["batch_size"] if batch_size is None else batch_size
     model.compile(optimizer="adam", loss={"label": "sparse_categorical_crossentropy"},
@@ -60,7 +63,7 @@ def fit_recipe(model, features, labels, epochs=None, batch_size=None, callbacks=
     start = time.perf_counter()
     history = model.fit(features, {"label": labels}, batch_size=batch_size, epochs=epochs,
                         validation_split=RECIPE["validation_split"], callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=verbose, sample_weight=sample_weight)
     seconds = time.perf_counter() - start
     samples = int(len(labels) * (1 - RECIPE["validation_split"])) * len(history.epoch)
     return history, {"train_seconds": seconds, "epochs": len(history.epoch), "train_samples": samples,

@@ -5,8 +5,10 @@ import json
 import os
 
 import keras
+import numpy as np
 
 from mmkeras.bench import metrics
+from mmkeras.data import ManifestData
 from mmkeras.export import export_model
 
 
@@ -15,6 +17,38 @@ def write_json(path, payload):
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated results file
+
+
+def data_record(spec, data):
+    """The "data" record of results.json: source, n_rows, bad_rows [{"line", "column",
+    "reason"}], skipped, blanked (manifest lines), class_counts (split -> class -> rows, of
+    the rows this run uses: --quick's subset), class_names and image_size. A manifest
+    records all of it (ManifestData.summary); other data what applies."""
+    splits = {s: getattr(data, s, None) for s in ("train", "validation", "test")}
+    splits = {s: part for s, part in splits.items() if part is not None}
+    record = data.summary() if isinstance(data, ManifestData) else {
+        "source": spec, "n_rows": sum(len(part) for part in splits.values()),
+        "bad_rows": [], "skipped": [], "blanked": []}
+    names = [str(n) for n in data.class_names]
+    record["class_counts"] = {s: {names[c]: int(n) for c, n in zip(*np.unique(part.label, return_counts=True))}
+                              for s, part in splits.items()}
+    return {**record, "class_names": names, "image_size": list(data.image_shape[:2])}
+
+
+def data_line(data, class_weight=None, shown=10):
+    """One results.md line: where the data came from, what was skipped or blanked (the first
+    `shown` lines of each), the smallest class in train, and the class weighting."""
+    parts = [f"**Data**: {data['source']}, {data['n_rows']} rows"]
+    for key, what in (("skipped", "skipped"), ("blanked", "blanked (image missing)")):
+        if data.get(key):
+            lines = ", ".join(str(line) for line in data[key][:shown]) + (" ..." if len(data[key]) > shown else "")
+            parts.append(f"{len(data[key])} {what}: lines {lines}")
+    train = data.get("class_counts", {}).get("train")
+    if train:
+        smallest = min(train, key=train.get)
+        parts.append(f"smallest class in train: {smallest} ({train[smallest]} of {sum(train.values())})")
+    parts.append(f"class weight: {class_weight or 'none'}")
+    return "; ".join(parts)
 
 
 def results_markdown(results):
@@ -26,6 +60,8 @@ def results_markdown(results):
              head, "|" + "---|" * (len(columns) + 2)]
     for row in sorted(results["models"], key=lambda m: -m["test_accuracy"]):
         lines.append(f"| {row['name']} | {row['family']} | " + " | ".join(m.cell(row) for m in columns) + " |")
+    if results.get("data"):
+        lines += ["", data_line(results["data"], results.get("class_weight"))]
     for key, label in (("time_to_accuracy", "Time to accuracy"), ("speedup", "Pipeline vs seed recipe")):
         if results.get(key):
             lines += ["", f"**{label}**: `{json.dumps(results[key])}`"]

@@ -20,11 +20,15 @@ from mmkeras.bench.pretrain import pretrain_for_rows
 from mmkeras.bench.strategies import STRATEGIES
 from mmkeras.bench.warm_starts import WarmStarts, source_name
 from mmkeras.data import load_dataset, make_datasets, take_subset
+from mmkeras.manifest_options import check_manifest_options
 
 
-def load_data(spec, seed=0, quick=False):
-    """The PairedData of --data `spec` (see mmkeras.data.load_dataset); quick: QUICK's subset."""
-    data = load_dataset(spec, seed=seed)
+def load_data(spec, seed=0, quick=False, options=None):
+    """The data of --data `spec` (see mmkeras.data.load_dataset; `options`: a manifest's,
+    refused for data that does not read them); quick: QUICK's subset."""
+    options = dict(options or {})
+    check_manifest_options(spec, options)
+    data = load_dataset(spec, seed=seed, **options)
     return take_subset(data, QUICK["n_train"], QUICK["n_test"], seed) if quick else data
 
 
@@ -49,7 +53,7 @@ def run(config):
     os.makedirs(os.path.join(config.out, "rows"), exist_ok=True)
     if config.seed is not None:
         tf.config.experimental.enable_op_determinism()  # same seed, same CPU: same metrics
-    data = load_data(config.data, config.seed, config.quick)
+    data = load_data(config.data, config.seed, config.quick, config.data_options())
     ds = make_datasets(data, batch_size=config.batch_size or DEFAULT_BATCH_SIZE, vocab_size=config.vocab_size,
                        sequence_length=config.sequence_length, seed=config.seed)
     names = select_rows(config.models)
@@ -77,7 +81,8 @@ def run(config):
             warm.record(modality, saved, row["test_accuracy"])
         if config.export and plan.strategy != "recipe":
             export.offer(row, model if model is not None else saved)
-    results = {"dataset": data.name, "num_classes": ds.num_classes, "n_train": ds.size("train"),
+    results = {"dataset": data.name, "data": report.data_record(config.data, data),
+               "class_weight": config.class_weight, "num_classes": ds.num_classes, "n_train": ds.size("train"),
                "n_test": ds.size("test"), "image_shape": list(ds.image_shape),
                "class_names": ds.class_names, "seed": config.seed, "models": rows,
                "robustness_samples": min(config.robustness_samples, ds.size("test")),

@@ -16,13 +16,13 @@ import keras
 import numpy as np
 
 import mmkeras
-from mmkeras import training
+from mmkeras import fusion_recipes, training
 from mmkeras.bench import recipe
 from mmkeras.bench.curve import EpochCurve
 from mmkeras.data.pipeline import with_modality_dropout
 
 
-def _as_is(features):
+def as_is(features):
     return features
 
 
@@ -34,7 +34,7 @@ class Trained:
     stats: dict  # train_seconds, epochs, batch_size, train_samples(_per_second), ...
     history: dict  # Keras history: metric -> per-epoch values
     curve: EpochCurve  # per-epoch test accuracy (never fitted for ensembles)
-    prepare: Callable = _as_is  # benchmark features (right-padded text) -> what the model reads
+    prepare: Callable = as_is  # benchmark features (right-padded text) -> what the model reads
 
     def predict(self, features):
         """Class ids for benchmark features."""
@@ -73,13 +73,29 @@ def train_registered(plan, ds, config, warm):
     with training.precision_policy(plan.precision):
         model = mmkeras.create_model(plan.model, **kwargs)
     row_ds = ds.with_batch_size(plan.batch_size)  # fresh: its data order owes nothing to earlier rows
+    curve = EpochCurve(*training.split_arrays(ds, "test"))
+    if plan.fusion_recipe:
+        return _train_by_fusion_recipe(model, plan, row_ds, config, curve)
     training.compile_model(model, learning_rate=training.cosine_schedule(
         config.learning_rate, plan.epochs, ds.size("train"), plan.batch_size))
-    curve = EpochCurve(*ds.arrays["test"])
     train = with_modality_dropout(row_ds.train, config.modality_dropout, config.seed)
     fitted, stats = training.fit(model, dataclasses.replace(row_ds, train=train), epochs=plan.epochs,
-                                 callbacks=callbacks_for(config, plan.name, [curve]), verbose=2)
+                                 callbacks=callbacks_for(config, plan.name, [curve]), verbose=2,
+                                 class_weight=config.class_weight)
     return Trained(model, dict(curve.exclude_from(stats), batch_size=plan.batch_size), fitted.history, curve)
+
+
+def _train_by_fusion_recipe(model, plan, ds, config, curve):
+    """A warm-started fused row trained by its fusion recipe (mmkeras.fusion_recipes)."""
+    sources = {f"{m}_model": _load_source(p) for m, p in plan.warm_start.items()}
+    model, history, stats = fusion_recipes.fit_fused(
+        model, ds, recipe=plan.fusion_recipe, **sources, epochs=plan.epochs, learning_rate=config.learning_rate,
+        modality_dropout=config.modality_dropout, seed=config.seed, class_weight=config.class_weight,
+        callbacks=callbacks_for(config, plan.name, [curve]), verbose=2)
+    stats = dict(curve.exclude_from(stats), batch_size=plan.batch_size)
+    if model is not curve.model:  # the recipe built a new model around the trained one
+        curve.record_final(model, stats["train_seconds"])
+    return Trained(model, stats, history, curve)
 
 
 def _recipe_text(features):
@@ -96,14 +112,20 @@ def train_recipe(plan, ds, config, warm):
     # as validation without shuffling: on class-sorted arrays (a folder of class folders)
     # it would never train on the last classes.
     order = np.random.default_rng(config.seed).permutation(ds.size("train") + ds.size("validation"))
-    train_x = {k: np.concatenate([ds.arrays["train"][0][k], ds.arrays["validation"][0][k]])[order]
-               for k in ("image", "text")}
-    train_y = np.concatenate([ds.arrays["train"][1], ds.arrays["validation"][1]])[order]
+    (train_x, train_y), (val_x, val_y) = (training.split_arrays(ds, split) for split in ("train", "validation"))
+    train_x = {k: np.concatenate([train_x[k], val_x[k]])[order] for k in ("image", "text")}
+    train_y = np.concatenate([train_y, val_y])[order]
     train_x["text"] = recipe.pre_pad(train_x["text"])
-    test_x, test_y = ds.arrays["test"]
+    test_x, test_y = training.split_arrays(ds, "test")
     curve = EpochCurve(_recipe_text(test_x), test_y)
+    # The same per-class weights as the package rows (from the train split's labels).
+    weights = training.resolve_class_weight(config.class_weight, training.split_labels(ds, "train"),
+                                           ds.class_names)
     fitted, stats = recipe.fit_recipe(model, train_x, train_y, epochs=plan.epochs, batch_size=plan.batch_size,
-                                      callbacks=callbacks_for(config, plan.name, [curve]))
+                                      callbacks=callbacks_for(config, plan.name, [curve]),
+                                      sample_weight=None if weights is None else weights[train_y])
+    if weights is not None:
+        stats["class_weights"] = [float(w) for w in weights]
     return Trained(model, dict(curve.exclude_from(stats), batch_size=plan.batch_size), fitted.history, curve,
                    prepare=_recipe_text)
 
@@ -117,7 +139,7 @@ def combine_ensemble(plan, ds, config, warm):
     # "Training" is fitting the combiner on the validation split (nothing, for most methods).
     stats = {"train_seconds": seconds, "epochs": 0, "batch_size": None,
              "train_samples_per_second": ds.size("validation") / seconds}
-    return Trained(model, stats, {}, EpochCurve(*ds.arrays["test"]))
+    return Trained(model, stats, {}, EpochCurve(None, None))  # never fitted: it holds no test set
 
 
 STRATEGIES = {"registered": train_registered, "recipe": train_recipe, "ensemble": combine_ensemble}

@@ -38,6 +38,11 @@ class WarmStarts:
         return (self._explicit.get(modality) or self._pretrained.get((modality, branch))
                 or rows.get((modality, branch)))
 
+    def is_row(self, path):
+        """Whether `path` is the saved model of a unimodal row of this run (a model trained
+        on this data, with this data's classes), not a user's file or a pretrained one."""
+        return path in self._rows.values()
+
     def record(self, modality, path, accuracy):
         """A finished unimodal row's saved model and its test accuracy (ties: the first wins)."""
         if accuracy > self._best.get(modality, (-1.0, None))[0]:

@@ -80,6 +80,21 @@ CIFAR100_SUPERCLASS_ATTRIBUTES = {
     "vehicles_2": ["with an engine", "made of metal", "outdoors", "!with a heavy frame"],
 }
 
+# Names a caption may call a CIFAR-10 class by (`CaptionConfig.name_fraction`): the class
+# name and near-synonyms. Other classes are called by their name (underscores as spaces).
+CIFAR10_NAMES = {
+    "airplane": ["airplane", "plane", "aircraft", "jet", "airliner"],
+    "automobile": ["automobile", "car", "sedan", "hatchback", "coupe"],
+    "bird": ["bird", "sparrow", "finch", "songbird", "ostrich"],
+    "cat": ["cat", "kitten", "tabby", "kitty", "feline"],
+    "deer": ["deer", "stag", "doe", "fawn", "elk"],
+    "dog": ["dog", "puppy", "hound", "terrier", "pup"],
+    "frog": ["frog", "toad", "bullfrog", "tree frog", "amphibian"],
+    "horse": ["horse", "pony", "stallion", "mare", "foal"],
+    "ship": ["ship", "boat", "vessel", "freighter", "steamer"],
+    "truck": ["truck", "lorry", "pickup", "dump truck", "fire truck"],
+}
+
 # Attributes for class names found in no table: each class draws from this pool.
 GENERIC_POOL = [
     "bright", "dark", "round", "long", "tall", "flat", "soft", "shiny", "striped", "spotted",
@@ -117,6 +132,10 @@ class CaptionConfig:
     shared_weight: float = 3.0
     phrase_noise: float = 0.2
     empty_fraction: float = 0.1
+    # Fraction of informative captions that also name the class (or a near-synonym:
+    # CIFAR10_NAMES), as real, model-written captions mostly do. 0 (the default) keeps the
+    # captions partially informative and draws nothing extra from the random stream.
+    name_fraction: float = 0.0
 
     def __post_init__(self):
         if not 1 <= self.min_phrases <= self.max_phrases:
@@ -124,7 +143,7 @@ class CaptionConfig:
                 "Need 1 <= min_phrases <= max_phrases. Received "
                 f"min_phrases={self.min_phrases}, max_phrases={self.max_phrases}."
             )
-        for field in ("phrase_noise", "empty_fraction"):
+        for field in ("phrase_noise", "empty_fraction", "name_fraction"):
             value = getattr(self, field)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"`{field}` must lie in [0, 1]. Received {field}={value}.")
@@ -164,6 +183,7 @@ def make_captions(labels, class_names, seed=0, config=None):
         phrases.append(plain)
         weights.append(w / w.sum())
     all_phrases = sorted({p for ps in phrases for p in ps})
+    names = [CIFAR10_NAMES.get(name, [name.replace("_", " ")]) for name in class_names]
     rng = np.random.default_rng(seed)
     captions = []
     for label in labels:
@@ -181,8 +201,20 @@ def make_captions(labels, class_names, seed=0, config=None):
             else:
                 words.append(own[i])
         template = TEMPLATES[rng.integers(len(TEMPLATES))]
+        if config.name_fraction and rng.random() < config.name_fraction:
+            template = _naming(template, names[label][rng.integers(len(names[label]))])
         captions.append(template.format(_join(words)))
     return np.array(captions, dtype=np.str_)
+
+
+def _naming(template, name):
+    """The template with its stand-in noun ("something", "an object", "a thing") replaced
+    by the class's name."""
+    article = "an" if name[0] in "aeiou" else "a"
+    for stand_in in ("something", "an object", "a thing"):
+        if stand_in in template:
+            return template.replace(stand_in, f"{article} {name}", 1)
+    return f"{article} {name}: {template}"
 
 
 def _join(words):

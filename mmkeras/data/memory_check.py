@@ -1,6 +1,6 @@
 """Peak memory of one epoch over a manifest: streamed from disk vs. held in memory.
 
-    python -m mmkeras.data.memory_check --rows 2000 [--size 128] [--modes streamed,cached,memory]
+    python -m mmkeras.data.memory_check --rows 2000 [--size 128] [--modes streamed,cached,memory,tfrecords]
 
 Generates N JPEG images (size x size) and a CSV manifest in a temporary folder, then,
 each in a fresh process (peak RSS only grows), loads the manifest, builds the pipelines
@@ -8,10 +8,13 @@ each in a fresh process (peak RSS only grows), loads the manifest, builds the pi
 
 - streamed: images decoded inside tf.data every epoch;
 - cached: the same with cache_dir (decoded once into a file, read back by offset);
-- memory: every split decoded into uint8 arrays first (the PairedData path).
+- memory: every split decoded into uint8 arrays first (the PairedData path);
+- tfrecords: the manifest written as 8 TFRecord shards per split (outside the
+  measurement), read back with read_tfrecords and streamed.
 
-It prints, per mode, the peak RSS (resource.getrusage) after the imports, after building
-the pipelines and after the epoch, in MiB.
+It prints, per mode, the peak RSS (resource.getrusage) after the imports, after loading
+the data, after building the pipelines and after the epoch, in MiB; "growth" is the
+epoch's peak less the imports'. Pass --json FILE to keep the figures.
 """
 
 import argparse
@@ -25,7 +28,8 @@ import time
 
 import numpy as np
 
-MODES = ("streamed", "cached", "memory")
+MODES = ("streamed", "cached", "memory", "tfrecords")
+TFRECORD_SHARDS = 8
 
 
 def peak_rss_mib():
@@ -59,12 +63,15 @@ def measure(manifest, mode, batch_size=128):
     """One mode, in this process: {stage: peak RSS MiB} and seconds."""
     import tensorflow as tf  # noqa: F401  (imports count towards the baseline)
 
-    from mmkeras.data import PairedData, PairedSplit, load_manifest, make_datasets
+    from mmkeras.data import PairedData, PairedSplit, make_datasets, read_tfrecords
 
     out = {"mode": mode, "after_imports": peak_rss_mib()}
     start = time.perf_counter()
-    # No validation rows in the manifest: make_datasets carves the same ones in every mode.
-    data = load_manifest(manifest, validation_fraction=0.0, verbose=False)
+    if mode == "tfrecords":
+        data = read_tfrecords(_shards_dir(manifest), verbose=False)
+    else:
+        data = _load(manifest)
+    out["after_load"] = peak_rss_mib()
     kwargs = dict(batch_size=batch_size, vocab_size=2000, sequence_length=16, seed=0)
     if mode == "memory":
         streamed = make_datasets(data, **kwargs)
@@ -87,17 +94,39 @@ def measure(manifest, mode, batch_size=128):
     return out
 
 
+def _load(manifest):
+    from mmkeras.data import load_manifest
+
+    # No validation rows in the manifest: make_datasets carves the same ones in every mode.
+    return load_manifest(manifest, validation_fraction=0.0, verbose=False)
+
+
+def _shards_dir(manifest):
+    return os.path.join(os.path.dirname(manifest), "shards")
+
+
+def write_shards(manifest):
+    """The manifest as TFRecord shards beside it (for the tfrecords mode)."""
+    from mmkeras.data import write_tfrecords
+
+    write_tfrecords(_load(manifest), _shards_dir(manifest), shards=TFRECORD_SHARDS, verbose=False)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mmkeras.data.memory_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: MODE,MANIFEST in a child
     args = parser.parse_args(argv)
     if args.measure:
         mode, manifest = args.measure.split(",", 1)
-        print(json.dumps(measure(manifest, mode)))
+        if mode == "shards":
+            write_shards(manifest)
+        else:
+            print(json.dumps(measure(manifest, mode)))
         return 0
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
@@ -109,15 +138,31 @@ def main(argv=None):
         print(f"{args.rows} {args.size}x{args.size} JPEG rows written in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        print(f"{'mode':<9} {'imports':>9} {'pipelines':>10} {'epoch':>9} {'growth':>8} {'setup s':>8} {'epoch s':>8}")
+        if "tfrecords" in modes:
+            _child(["--measure", f"shards,{manifest}"], env)
+        print(f"{'mode':<9} {'imports':>8} {'load':>6} {'pipelines':>10} {'epoch':>7} {'growth':>7} "
+              f"{'setup s':>8} {'epoch s':>8}")
+        results = []
         for mode in modes:
-            child = subprocess.run([sys.executable, "-m", "mmkeras.data.memory_check", "--measure",
-                                    f"{mode},{manifest}"], capture_output=True, text=True, env=env, check=True)
-            r = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{mode:<9} {r['after_imports']:>9.0f} {r['after_pipelines']:>10.0f} {r['after_epoch']:>9.0f} "
-                  f"{r['after_epoch'] - r['after_imports']:>8.0f} {r['setup_seconds']:>8.1f} "
-                  f"{r['epoch_seconds']:>8.1f}   (peak RSS, MiB; {r['epoch_rows']} train rows)")
+            r = json.loads(_child(["--measure", f"{mode},{manifest}"], env).strip().splitlines()[-1])
+            results.append(r)
+            print(f"{mode:<9} {r['after_imports']:>8.0f} {r['after_load']:>6.0f} {r['after_pipelines']:>10.0f} "
+                  f"{r['after_epoch']:>7.0f} {r['after_epoch'] - r['after_imports']:>7.0f} "
+                  f"{r['setup_seconds']:>8.1f} {r['epoch_seconds']:>8.1f}   "
+                  f"(peak RSS, MiB; {r['epoch_rows']} train rows)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"rows": args.rows, "size": args.size, "results": results}, f, indent=1)
     return 0
+
+
+def _child(args, env):
+    """Run this module in a fresh process; its stdout (stderr shown on failure)."""
+    child = subprocess.run([sys.executable, "-m", "mmkeras.data.memory_check", *args], capture_output=True,
+                           text=True, env=env)
+    if child.returncode:
+        raise RuntimeError(f"memory_check {' '.join(args)} failed:\n{child.stderr[-3000:]}")
+    return child.stdout
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 A spec is a registered name ("cifar10", "cifar100", "synthetic") or a path that a
 registered loader `accepts` (a paired-format directory, an image-folder tree or a
-tarball of one, a manifest file: .csv, .tsv, .jsonl, .parquet). `load_dataset(spec, seed=..., **options)` resolves it and calls the loader; the
-benchmark, the demo, pretraining and the notebooks all go through it. A name is looked up
-first; then each loader with an `accepts` predicate is asked, in registration order, and
-the first that accepts the spec reads it.
+tarball of one, a manifest file: .csv, .tsv, .jsonl, .parquet, a directory of TFRecord
+shards written by write_tfrecords). `load_dataset(spec, seed=..., **options)` resolves
+it and calls the loader; the benchmark, the demo, pretraining and the notebooks all go
+through it. A name is looked up first; then each loader with an `accepts` predicate is
+asked, in registration order, and the first that accepts the spec reads it.
 
 Registering your own takes a decorated loader that returns a PairedData:
 
@@ -36,6 +37,7 @@ from mmkeras.data.images import load_image_folder, load_image_tarball
 from mmkeras.data.manifest import is_manifest_path, load_manifest
 from mmkeras.data.paired import PAIRED_FILES, PairedData, PairedSplit, load_paired
 from mmkeras.data.synthetic import make_synthetic
+from mmkeras.data.tfrecords import is_tfrecord_dir, read_tfrecords
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,3 +195,11 @@ def _manifest(spec, *, seed=0, **options):
     """A manifest file (.csv, .tsv, .jsonl, .parquet) of image, text and label columns."""
     # options: image_column, text_columns, label_column, split_column, on_bad_row, ... (load_manifest)
     return load_manifest(spec, seed=seed, **options)
+
+
+@register_dataset("tfrecords", accepts=is_tfrecord_dir)
+def _tfrecords(spec, *, seed=0, **options):
+    """A directory of TFRecord shards written by write_tfrecords (with tfrecords.json)."""
+    # Written once, split as written: the seed changes nothing. options: num_workers,
+    # worker_index, strategy, image_size, cache_dir, name (read_tfrecords).
+    return read_tfrecords(spec, **options)

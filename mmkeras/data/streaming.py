@@ -28,7 +28,7 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_SHUFFLE_BUFFER = 50_000
 SOURCE_PATH, SOURCE_BYTES, SOURCE_BLANK = 0, 1, 2
-CACHE_VERSION = "pad-bilinear-antialias-1"
+CACHE_VERSION = "pad-bilinear-antialias-2"  # 2: integer sizes (fit_pixels)
 
 
 def shuffle_buffer(n):
@@ -45,19 +45,40 @@ def source_tensors(images):
     return tf.constant(sources, dtype=tf.string, shape=[len(sources)]), kinds
 
 
+def fit_pixels(image, size):
+    """Float pixels in [0, 255], (h, w, 3) or a batch (B, h, w, 3) of one size, fitted to
+    `size` = (height, width): resized (bilinear, antialiased) to fit with the aspect kept,
+    centred on black padding, rounded; unchanged when they already have that size. The
+    training pipeline (`fit_image`) and served models (mmkeras.export) both call it.
+
+    The resized and padding sizes are tf.image.resize_with_pad's, computed in integers:
+    its float32 formula floor(h / (w / W)) drifts by one pixel once grappler rewrites a
+    traced graph (20x9 -> 12x12 gave 11 rows there, 12 in tf.data and eagerly)."""
+    height, width = (tf.constant(side, tf.int64) for side in size)
+    shape = tf.shape(image, out_type=tf.int64)
+    h, w = shape[-3], shape[-2]
+    by_width = w * height >= h * width  # the width fills the target, the height is padded
+    # At least one pixel: a 1x40 strip would round to 0 rows.
+    new_h = tf.maximum(tf.where(by_width, h * width // w, height), 1)
+    new_w = tf.maximum(tf.where(by_width, width, w * height // h), 1)
+    # resize_with_pad's floor((H - h / ratio) / 2), exactly.
+    zero = tf.zeros([], tf.int64)
+    top = tf.where(by_width, (height * w - h * width) // (2 * w), zero)
+    left = tf.where(by_width, zero, (width * h - w * height) // (2 * h))
+
+    def fit():
+        resized = tf.image.resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32), method="bilinear",
+                                  antialias=True)
+        padded = tf.image.pad_to_bounding_box(resized, tf.cast(top, tf.int32), tf.cast(left, tf.int32), *size)
+        return tf.clip_by_value(tf.round(padded), 0.0, 255.0)
+
+    same = tf.logical_and(tf.equal(h, height), tf.equal(w, width))
+    return tf.ensure_shape(tf.cond(same, lambda: image, fit), [*image.shape[:-3], *size, 3])
+
+
 def fit_image(image, size):
-    """uint8 (h, w, 3) pixels, or a batch (B, h, w, 3) of one size, fitted to `size` =
-    (height, width): resized to fit, aspect kept, padded with black; unchanged when they
-    already have that size. (Serving can call it on its batches to match training.)"""
-    height, width = size
-    shape = tf.shape(image)
-
-    def resize():
-        fitted = tf.image.resize_with_pad(image, height, width, method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(fitted), 0.0, 255.0), tf.uint8)
-
-    same = tf.logical_and(tf.equal(shape[-3], height), tf.equal(shape[-2], width))
-    return tf.ensure_shape(tf.cond(same, lambda: image, resize), [*image.shape[:-3], height, width, 3])
+    """uint8 pixels (h, w, 3) or (B, h, w, 3) fitted to `size` by `fit_pixels`, as uint8."""
+    return tf.cast(fit_pixels(tf.cast(image, tf.float32), size), tf.uint8)
 
 
 def decode_source(source, kind, size):

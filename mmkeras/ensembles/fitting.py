@@ -1,8 +1,9 @@
 """Fitting the combiners that learn: member weights (`weighted`) and a meta-classifier (`stacking`).
 
 Both learn from the members' predictions on a validation split only. `validation_arrays`
-is the one place that reads a `PairedDatasets`, and it reads nothing but its
-`arrays["validation"]`: never the test split, nor the training split the members saw.
+is the one place that reads a `PairedDatasets`, and it reads nothing but its "validation"
+split (through `training.split_arrays`, so a streamed manifest's images are decoded): never
+the test split, nor the training split the members saw.
 """
 
 import keras
@@ -16,7 +17,7 @@ from mmkeras.data.pipeline import PairedDatasets
 def validation_arrays(validation_data):
     """(features dict, int labels) from a `PairedDatasets` (its validation split) or a tuple."""
     if isinstance(validation_data, PairedDatasets):
-        features, labels = validation_data.arrays["validation"]
+        features, labels = training.split_arrays(validation_data, "validation")
     elif isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
         features, labels = validation_data
     else:

@@ -146,7 +146,7 @@ def fit_members(members_or_names, datasets, epochs=5, **fit_kwargs):
 
     members_or_names: keras models, registered model names (built with
     `datasets.model_kwargs()`) or `.keras` paths, in any mix; one builder may appear
-    twice. fit_kwargs go to `training.fit` (callbacks, verbose, ...).
+    twice. fit_kwargs go to `training.fit` (callbacks, verbose, class_weight="balanced", ...).
     Returns (models, records): the trained models in order, and a dict keyed by
     `member_names(models)` (the names they take inside an ensemble) with each member's
     own {"history": the Keras History's dict, "stats": training.fit's stats}.

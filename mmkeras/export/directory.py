@@ -25,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import __version__
-from mmkeras.export.serving import (FLOAT_SIGNATURE, MAIN_OUTPUT, OUTPUTS, SIGNATURE, SIGNATURES,
-                                    TOKENIZE_SIGNATURE, make_serving_functions, make_tokenizer,
-                                    model_image_size, vectorizer_settings)
+from mmkeras.export.serving import (EXPLAIN_OUTPUTS, EXPLAIN_SIGNATURE, EXPLAIN_STEPS, FLOAT_SIGNATURE,
+                                    MAIN_OUTPUT, OUTPUTS, SIGNATURE, SIGNATURES, TOKENIZE_SIGNATURE,
+                                    make_serving_functions, make_tokenizer, model_image_size,
+                                    vectorizer_settings)
 
 DEFAULT_ROOT = "saved_models"
 METADATA_FILE = "mmkeras.json"
@@ -74,6 +75,9 @@ def export_model(model, path=None, *, vectorizer, class_names, dataset="custom",
     path = Path(path) if path is not None else default_export_path(model, dataset)
     class_names = [str(n) for n in class_names]
     _check_destination(path, overwrite)
+    if isinstance(vectorizer, keras.layers.TextVectorization) and not vectorizer.built:
+        # Adapted but never called: the archive can only track a built layer.
+        vectorizer.build((None,))
     functions = make_serving_functions(model, vectorizer, class_names, image_size=image_size)
     metadata = _metadata(model, vectorizer, class_names, dataset, metrics, image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,11 +145,15 @@ def _write(directory, model, vectorizer, functions, metadata):
 
 
 def _floats(values):
+    """JSON-ready metrics: floats, the last value of a history list, nested dicts (a
+    report's per_class_recall) kept as dicts of floats."""
     out = {}
     for key, value in dict(values).items():
         if isinstance(value, (list, tuple)):
             value = value[-1] if value else None
-        if value is not None:
+        if isinstance(value, dict):
+            out[str(key)] = _floats(value)
+        elif value is not None:
             out[str(key)] = float(np.asarray(value))
     return out
 
@@ -168,7 +176,8 @@ def _metadata(model, vectorizer, class_names, dataset, metrics, image_size):
         "class_names": class_names,
         "num_classes": len(class_names),
         "image": {"input_size": list(size) if size else None, "channels": 3,
-                  "resize": "bilinear, antialiased; none when the size already matches",
+                  "resize": "fitted as in training: aspect kept, bilinear, antialiased, centred on black "
+                            "padding, rounded; none when the size already matches",
                   "pixels": "uint8 (serving_default) or float32 in [0, 255] (serving_float)"},
         "text": {"sequence_length": settings["output_sequence_length"],
                  "vocabulary_size": len(vectorizer.get_vocabulary()),
@@ -179,6 +188,8 @@ def _metadata(model, vectorizer, class_names, dataset, metrics, image_size):
             FLOAT_SIGNATURE: {"inputs": {"image": "float32 [B, h, w, 3], NaN -> 0, clipped to [0, 255]",
                                          "text": "string [B]"}, "outputs": list(OUTPUTS)},
             TOKENIZE_SIGNATURE: {"inputs": {"text": "string [B]"}, "outputs": ["token_ids"]},
+            EXPLAIN_SIGNATURE: {"inputs": {"image": "uint8 [B, h, w, 3]", "text": "string [B]"},
+                                "outputs": list(EXPLAIN_OUTPUTS), "integration_steps": EXPLAIN_STEPS},
         },
         "served_output": MAIN_OUTPUT,
         "keras_file": KERAS_FILE,
@@ -250,3 +261,7 @@ def verify_export(export_dir, model, vectorizer, image_size=None, atol=None):
     if not np.allclose(got, expected, atol=atol):
         raise RuntimeError(f"The reloaded export at '{export_dir}' disagrees with the in-memory model "
                            f"(max |diff| {np.max(np.abs(got - expected)):.2e} > atol {atol}).")
+    explained = loaded.signatures[EXPLAIN_SIGNATURE](image=tf.constant(image), text=tf.constant(texts))
+    if not np.allclose(np.asarray(explained["probabilities"]), got, atol=atol):
+        raise RuntimeError(f"The '{EXPLAIN_SIGNATURE}' signature of '{export_dir}' disagrees with "
+                           f"'{SIGNATURE}'.")

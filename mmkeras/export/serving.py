@@ -13,18 +13,34 @@ of `text`):
 - `serving_float`: the same with image float32 [B, h, w, 3] pixels in [0, 255]; NaN
   pixels read as 0 and values are clipped to [0, 255] first.
 - `tokenize`: text string [B] -> token_ids int32 [B, T], exactly what the model sees.
+- `explain`: the inputs of `serving_default` -> its three outputs, plus
+  image_contribution and text_contribution float32 [B] (exact Shapley values of each
+  modality for the predicted class, `mmkeras.explain.modality_contributions`),
+  p_neither float32 [B] (that class's probability with both inputs blanked, so
+  image_contribution + text_contribution = probability - p_neither), token_scores
+  float32 [B, T] (integrated gradients of each token, 0 at padding,
+  `mmkeras.explain.token_attributions` with EXPLAIN_STEPS steps) and tokens string [B, T]
+  (each id's vocabulary entry, "" at padding). Bad inputs fail as in `serving_default`.
 """
 
 import keras
 import tensorflow as tf
 
 from mmkeras.branches.text_layers import NonEmptyTokens
+from mmkeras.data.streaming import fit_pixels
+from mmkeras.explain.attributions import DEFAULT_STEPS, token_integrated_gradients
+from mmkeras.explain.contributions import PASSES, modality_probabilities, shapley
 
 SIGNATURE = "serving_default"
 FLOAT_SIGNATURE = "serving_float"
 TOKENIZE_SIGNATURE = "tokenize"
-SIGNATURES = (SIGNATURE, FLOAT_SIGNATURE, TOKENIZE_SIGNATURE)
+EXPLAIN_SIGNATURE = "explain"
+SIGNATURES = (SIGNATURE, FLOAT_SIGNATURE, TOKENIZE_SIGNATURE, EXPLAIN_SIGNATURE)
 OUTPUTS = ("probabilities", "class_id", "class_name")
+EXPLAIN_OUTPUTS = OUTPUTS + ("image_contribution", "text_contribution", "p_neither", "token_scores", "tokens")
+# Integration steps of the served token scores (each costs about one forward and
+# backward pass per example; see docs/export.md for the measured cost).
+EXPLAIN_STEPS = DEFAULT_STEPS
 # The main head of every mmkeras model; auxiliary heads (multitask) are not served.
 MAIN_OUTPUT = "label"
 REPLACEMENT_CHARACTER = 0xFFFD
@@ -114,15 +130,10 @@ def _sanitize_float_pixels(image):
 
 
 def _resize(image, size):
-    """Bilinear (antialiased when shrinking) resize to `size`; an image already that size
-    passes unchanged, so served and in-memory predictions agree exactly."""
-    if size is None:
-        return image
-    shape = tf.shape(image)
-    same = tf.logical_and(tf.equal(shape[1], size[0]), tf.equal(shape[2], size[1]))
-    resized = tf.cond(same, lambda: image,
-                      lambda: tf.image.resize(image, size, method="bilinear", antialias=True))
-    return tf.ensure_shape(resized, [None, size[0], size[1], 3])
+    """Float pixels [B, h, w, 3] in [0, 255] fitted to `size` exactly as the training
+    pipeline fits a manifest's images (streaming.fit_pixels: aspect kept, black padding),
+    so a non-square image is not stretched."""
+    return image if size is None else fit_pixels(image, size)
 
 
 def make_serving_functions(model, vectorizer, class_names, image_size=None):
@@ -138,9 +149,11 @@ def make_serving_functions(model, vectorizer, class_names, image_size=None):
                          f"Received image_size={image_size!r}.")
     size = tuple(image_size) if image_size is not None else model_image_size(model)
     names = tf.constant([str(n) for n in class_names])
+    vocabulary = tf.constant(vectorizer.get_vocabulary())
     tokenize = make_tokenizer(vectorizer)
 
-    def predict(image, text):
+    def checked(image, text):
+        """(pixels at the model's size, token ids) after the checks every signature makes."""
         shape = tf.shape(image)
         checks = [
             tf.debugging.assert_equal(tf.rank(image), 4,
@@ -156,15 +169,31 @@ def make_serving_functions(model, vectorizer, class_names, image_size=None):
             tf.debugging.assert_positive(shape[1:3], message="images must be at least 1x1 pixels"),
         ]
         with tf.control_dependencies([c for c in checks if c is not None]):
-            pixels = _resize(tf.identity(image), size)
-            tokens = tokenize(text)
-        outputs = model({"image": pixels, "text": tokens}, training=False)
-        probabilities = tf.cast(outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs, tf.float32)
+            return _resize(tf.identity(image), size), tokenize(text)
+
+    def labelled(probabilities):
         probabilities = tf.debugging.assert_all_finite(
-            probabilities, "the model produced non-finite probabilities")
+            tf.cast(probabilities, tf.float32), "the model produced non-finite probabilities")
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {"probabilities": probabilities, "class_id": class_id,
                 "class_name": tf.gather(names, class_id)}
+
+    def predict(image, text):
+        pixels, tokens = checked(image, text)
+        outputs = model({"image": pixels, "text": tokens}, training=False)
+        return labelled(outputs[MAIN_OUTPUT] if isinstance(outputs, dict) else outputs)
+
+    def explain(image, text):
+        pixels, tokens = checked(image, text)
+        passes = modality_probabilities(model, pixels, tokens)
+        out = labelled(passes["p_both"])
+        class_id = tf.cast(out["class_id"], tf.int32)
+        picked = [tf.gather(passes[name], class_id, batch_dims=1) for name in PASSES]
+        out["image_contribution"], out["text_contribution"] = shapley(*picked)
+        out["p_neither"] = picked[-1]
+        out["token_scores"], _, _ = token_integrated_gradients(model, pixels, tokens, class_id, EXPLAIN_STEPS)
+        out["tokens"] = tf.gather(vocabulary, tokens)
+        return out
 
     def serve_uint8(inputs):
         return predict(tf.cast(inputs["image"], tf.float32), inputs["text"])
@@ -175,12 +204,16 @@ def make_serving_functions(model, vectorizer, class_names, image_size=None):
     def serve_tokenize(inputs):
         return {"token_ids": tokenize(inputs["text"])}
 
+    def serve_explain(inputs):
+        return explain(tf.cast(inputs["image"], tf.float32), inputs["text"])
+
     text_spec = tf.TensorSpec([None], tf.string, name="text")
+    uint8_spec = {"image": tf.TensorSpec([None, None, None, 3], tf.uint8, name="image"), "text": text_spec}
     return {
-        SIGNATURE: (serve_uint8, [{"image": tf.TensorSpec([None, None, None, 3], tf.uint8, name="image"),
-                                   "text": text_spec}]),
+        SIGNATURE: (serve_uint8, [uint8_spec]),
         FLOAT_SIGNATURE: (serve_float, [{"image": tf.TensorSpec([None, None, None, 3], tf.float32,
                                                                 name="image"),
                                          "text": text_spec}]),
         TOKENIZE_SIGNATURE: (serve_tokenize, [{"text": text_spec}]),
+        EXPLAIN_SIGNATURE: (serve_explain, [uint8_spec]),
     }

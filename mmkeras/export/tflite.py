@@ -18,7 +18,8 @@ Observed outcomes, reproduced by tests/test_export.py:
 - Workaround, what `convert_tflite` does: the token-level model with a *static* batch
   size converts with built-in ops only (the LSTM becomes a TFLite WHILE loop) and matches
   Keras to 1e-7. The client then does the preprocessing the SavedModel does in-graph:
-  resize to the model's input size, lowercase + strip punctuation + split on whitespace,
+  fit the image to the model's input size (aspect kept, black padding: see
+  mmkeras.data.streaming.fit_pixels), lowercase + strip punctuation + split on whitespace,
   look tokens up in `vocabulary.txt` (line i = id i, unknown = 1), pad / truncate to
   `sequence_length` with 0, and give an empty row one token 1 ([UNK]).
 """
