@@ -8,7 +8,8 @@ text_model=...)`. Recipes are registered (`register_fusion_recipe`) so the bench
 - "frozen": the borrowed image branch stays frozen; fusion, head (and text branch) train.
 - "finetune": "frozen", then both borrowed branches unfrozen (BatchNorm statistics kept)
   for as many epochs again at a tenth of the learning rate.
-- "experts" (the default): "frozen", then the trained unimodal heads join the model
+- "experts" (the default): "frozen" with the text branch frozen as well, then the
+  trained unimodal heads join the model
   beside the fused head and a product of experts, weighted per presence state and fitted
   on the validation split, gives the prediction (mmkeras.models.experts). The fused head
   cannot make the model lazier than its two experts, and a blank modality's expert is
@@ -23,6 +24,7 @@ import keras
 from mmkeras import training
 from mmkeras.argument_checks import check_positive_int, check_rate
 from mmkeras.data.pipeline import with_modality_dropout
+from mmkeras.models.transfer import freeze_prefix
 
 FUSION_RECIPES = {}
 DEFAULT_FUSION_RECIPE = "experts"
@@ -120,6 +122,10 @@ def experts(model, datasets, *, image_model, text_model, fit, epochs, learning_r
     from mmkeras.models.experts import fit_expert_weights, with_unimodal_experts
 
     _require("experts", image_model=image_model, text_model=text_model)
+    # The experts' heads read the fused model's branch features: those must stay the ones
+    # the heads were trained on, so the text branch is frozen too (the image branch already
+    # is, except after an input-stage fusion, whose image expert runs beside it).
+    freeze_prefix(model, "text")
     fit(model, epochs, learning_rate)
     combined = with_unimodal_experts(model, image_model, text_model, input_stage=_has_input_stage_fusion(model))
     features, labels = training.split_arrays(datasets, "validation")

@@ -53,10 +53,13 @@ def test_finetune_moves_the_borrowed_branches_but_not_their_statistics(tiny_data
 
 def test_experts_adds_the_unimodal_heads_and_fits_their_weights(tiny_datasets, unimodal):
     model = _fused(tiny_datasets, unimodal)
+    branches_before = _weights(model, "image_") + _weights(model, "text_")
     trained, history, stats = fusion_recipes.fit_fused(model, tiny_datasets, recipe="experts", epochs=1,
                                                        image_model=unimodal["image"], text_model=unimodal["text"],
                                                        modality_dropout=0.3, verbose=0)
     assert set(trained.output) == {"label", "fused_label", "image_label", "text_label"}
+    # Both borrowed branches kept the features the experts' heads were trained on.
+    assert all(np.array_equal(a, b) for a, b in zip(branches_before, _weights(model, "image_") + _weights(model, "text_")))
     assert stats["recipe"] == "experts" and stats["recipe_seconds"] > 0
     assert set(stats["expert_weights"]) == {"both", "text_only", "image_only", "neither"}
     report, _ = training.evaluate(trained, tiny_datasets, split="validation")
