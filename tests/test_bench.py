@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -156,7 +157,8 @@ def test_a_new_metric_is_one_entry(results, monkeypatch):
         curve = type("Curve", (), {"predictions": np.array([0, 1, 1, 2])})()
 
     class Data:
-        arrays, num_classes, class_names = {"test": ({}, np.array([0, 1, 2, 0]))}, 3, ["a", "b", "c"]
+        arrays = {"test": ({}, np.array([0, 1, 2, 0])), "train": ({}, np.array([0, 0, 1]))}
+        num_classes, class_names = 3, ["a", "b", "c"]
 
         def features(self, split, rows=None):
             return self.arrays[split][0]
@@ -464,3 +466,29 @@ def test_manifest_options_are_refused_for_other_data(capsys, tmp_path):
     with pytest.raises(ValueError, match="--image-size given, but --data 'synthetic'"):
         run(BenchConfig(data="synthetic", image_size=8, out=str(tmp_path)))
     assert parse_args(["--data", "synthetic"]).class_weight is None
+
+
+@pytest.mark.parametrize("predictions, reason", [
+    ([1, 1, 1, 1, 1], "predicts one class \\(b\\) for every test pair"),
+    ([2, 0, 1, 1, 1], "accuracy 0.2000 is no better than always answering the majority class b \\(0.4000\\)"),
+    ([0, 1, 1, 2, 2], None),
+])
+def test_degenerate_rows_are_flagged(predictions, reason):
+    class Trained:
+        model, stats, prepare = None, {}, staticmethod(lambda f: f)
+        curve = type("Curve", (), {"predictions": np.array(predictions)})()
+
+    class Data:  # the training split's majority class is b; 2 of the 5 test pairs are b
+        arrays = {"test": ({}, np.array([0, 1, 1, 2, 2])), "train": ({}, np.array([1, 1, 0, 2]))}
+        num_classes, class_names = 3, ["a", "b", "c"]
+
+        def features(self, split, rows=None):
+            return self.arrays[split][0]
+
+    flagged = metrics.Measured(Trained(), Data(), BenchConfig()).degenerate
+    if reason is None:
+        assert flagged is None
+    else:
+        assert re.fullmatch(reason, flagged)
+        entry = next(m for m in metrics.METRICS if m.key == "degenerate")
+        assert entry.cell({"degenerate": flagged}) == "**DEGENERATE**" and entry.cell({}) == "-"

@@ -25,6 +25,7 @@ class Measured:
     def __init__(self, trained, ds, config):
         self.trained, self.model, self.stats = trained, trained.model, trained.stats
         self.test_x, self.test_y = training.split_arrays(ds, "test")  # a streamed set's images decoded
+        self.train_y = training.split_labels(ds, "train")
         self.num_classes, self.class_names = ds.num_classes, ds.class_names
         self.seed, self.robustness_samples = config.seed, config.robustness_samples
         # The curve predicted the test set after the last epoch: the trained model's
@@ -44,6 +45,22 @@ class Measured:
     def recalls(self):
         """{class name: recall on the test set} (None for a class with no test example)."""
         return per_class_recall(self.test_y, self.predictions, self.class_names)
+
+    @functools.cached_property
+    def degenerate(self):
+        """Why the row's predictions say nothing about its inputs, or None: it answers one
+        class for every test pair, or it is no more accurate than always answering the
+        training split's majority class. Such a row is flagged, never reported as a plain
+        result (a short training on imbalanced data ends there)."""
+        predicted = np.unique(self.predictions)
+        if len(predicted) == 1:
+            return f"predicts one class ({self.class_names[int(predicted[0])]}) for every test pair"
+        majority = int(np.bincount(np.asarray(self.train_y, np.int64), minlength=self.num_classes).argmax())
+        baseline = float(np.mean(self.test_y == majority))
+        if self.report["accuracy"] <= baseline:
+            return (f"accuracy {self.report['accuracy']:.4f} is no better than always answering the majority "
+                    f"class {self.class_names[majority]} ({baseline:.4f})")
+        return None
 
     @functools.cached_property
     def model_features(self):
@@ -135,6 +152,9 @@ ROBUSTNESS_TITLES = {"text_missing": "text missing", "image_missing": "image mis
 
 METRICS = (
     Metric("test_accuracy", "test acc", ".4f", _score("accuracy")),
+    # Predictions that say nothing about the inputs: flagged in results.md and on the console.
+    Metric("degenerate", "degenerate", "", lambda m: m.degenerate, optional=True,
+           render=lambda reason: "**DEGENERATE**"),
     Metric("macro_precision", None, ".4f", _score("macro_precision")),
     Metric("macro_recall", None, ".4f", _score("macro_recall")),
     Metric("macro_f1", "macro-F1", ".4f", _score("macro_f1")),

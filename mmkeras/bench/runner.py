@@ -72,6 +72,8 @@ def run(config):
             with strategy.scope():  # models, optimizers and metrics belong to the strategy
                 row, model = run_row(plan, ds, config, warm)
             row["wall_seconds"] = time.perf_counter() - start  # training + every measurement
+            if row.get("degenerate"):
+                print(f"WARNING: row {plan.name} is degenerate: {row['degenerate']}")
             if plan.saved_model:
                 model.save(plan.saved_model)  # later rows (and resumed runs) start from it
             report.write_json(path, row)
