@@ -35,7 +35,13 @@ record of a results file.
 Images of any sizes are fitted to one `image_size` (height, width), aspect kept by
 padding (streaming.fit_image). By default the size is the median height and width of the
 images, scaled down to fit 224 and, above 32, rounded to a multiple of 8; the choice is
-printed and kept in `data.image_size_choice`.
+printed and kept in `data.image_size_choice`. Above SIZE_SAMPLE (10,000) good images, the
+median is that of a seeded sample of 10,000 of them (every image is still checked).
+
+Memory: the rows are held as columns (numpy arrays: image sources, texts, int32 label
+codes, int8 split codes, int32 lines), problems only for the rows that have one, and the
+image checks run a chunk at a time, so loading costs little more than the splits it
+returns (about 200 bytes a row for a short path and caption; see docs/data.md).
 """
 
 import concurrent.futures
@@ -59,6 +65,9 @@ SPLIT_NAMES = {
 }
 SPLITS = ("train", "validation", "test")
 MAX_DEFAULT_SIDE = 224  # a default image_size never exceeds this on either side
+SIZE_SAMPLE = 10_000  # image sizes the default image_size is chosen from, at most
+KEEP, BLANK, DROP = 0, 1, 2  # what on_bad_row does with a row
+_INSPECT_CHUNK = 256  # image checks queued at once (a thread pool holds a future for each)
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -130,23 +139,31 @@ class ManifestData:
                 "image_size_choice": self.image_size_choice, "line_kind": self.line_kind}
 
 
-@dataclasses.dataclass
-class _Row:
-    line: int
-    image: object = None  # path (str) or bytes
-    text: str = ""
-    label: object = None  # int or str
-    split: str = None
-    shape: tuple = None
-    problems: list = dataclasses.field(default_factory=list)  # [(column, reason)]
+class _Problems:
+    """The problems found so far, held only for the rows that have one (a manifest of
+    millions of good rows costs two flags a row here)."""
 
-    def fate(self, policy, image_column):
-        """What `policy` does with this row: "keep", "blank" (image missing) or "drop"."""
-        if not self.problems:
-            return "keep"
-        if policy == "missing" and all(column == image_column for column, _ in self.problems):
-            return "blank"
-        return "drop"
+    def __init__(self, n, image_column):
+        self.by_row = {}  # row position -> [(column, reason)], in the order found
+        self.any = np.zeros(n, bool)
+        self.outside_image = np.zeros(n, bool)  # a problem in a column other than the image's
+        self.image_column = image_column
+
+    def add(self, i, column, reason):
+        self.by_row.setdefault(int(i), []).append((column, reason))
+        self.any[i] = True
+        self.outside_image[i] |= column != self.image_column
+
+    def fates(self, policy):
+        """int8 per row, what `policy` does with it: KEEP, BLANK (image missing) or DROP."""
+        fate = np.where(self.any, DROP, KEEP).astype(np.int8)
+        if policy == "missing":
+            fate[self.any & ~self.outside_image] = BLANK
+        return fate
+
+    def records(self, lines):
+        return [{"line": int(lines[i]), "column": column, "reason": reason}
+                for i in sorted(self.by_row) for column, reason in self.by_row[i]]
 
 
 def load_manifest(path, *, image_column="image", text_columns=("text",), label_column="label",
@@ -170,55 +187,68 @@ def load_manifest(path, *, image_column="image", text_columns=("text",), label_c
     if not len(table):
         raise ValueError(f"{path} holds no data rows.")
     base = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path))
-    rows = [_parse_row(table, i, base, image_column, text_columns, label_column, split_column)
-            for i in range(len(table))]
-    _inspect_images(rows, image_column)
+    lines = np.frombuffer(table.lines, dtype=np.int32)
+    problems = _Problems(len(table), image_column)
+    for i, reason in table.errors.items():
+        problems.add(i, None, reason)
+    image = _image_column(table, image_column, base, problems)
+    text = _text_column(table, text_columns)
+    label, label_values = _label_column(table, label_column, problems)
+    split = _split_column(table, split_column, problems) if split_column else np.full(len(table), -1, np.int8)
+    table.cells.clear()  # every cell is in the columns above now
+    sizes = _inspect_images(image, problems, image_column, None if size else seed)
     if split_column:
-        _check_labels_seen_in_train(rows, on_bad_row, image_column, label_column)
-    bad_rows = [{"line": row.line, "column": column, "reason": reason}
-                for row in rows for column, reason in row.problems]
+        _check_labels_seen_in_train(label, label_values, split, problems.fates(on_bad_row), problems,
+                                    label_column)
+    bad_rows = problems.records(lines)
     if on_bad_row == "error" and bad_rows:
-        raise ManifestError(_bad_row_message(table, rows, bad_rows), bad_rows)
+        raise ManifestError(_bad_row_message(table, problems, bad_rows), bad_rows)
 
-    fates = [row.fate(on_bad_row, image_column) for row in rows]
-    for row, fate in zip(rows, fates):
-        if fate == "blank":
-            row.image = None
-    kept = [row for row, fate in zip(rows, fates) if fate != "drop"]
-    if not kept:
+    fate = problems.fates(on_bad_row)
+    image[fate == BLANK] = None
+    kept = fate != DROP
+    if not kept.any():
         raise ValueError(f"{path}: every row has a problem ({len(bad_rows)} problems; the first: "
                          f"{table.where(bad_rows[0]['line'])}, {bad_rows[0]['reason']}).")
     if split_column:
         split_info = {"source": "column", "column": split_column}
     else:
-        _stratified_split(kept, seed, validation_fraction, test_fraction)
+        _stratified_split(split, label, label_values, kept, seed, validation_fraction, test_fraction)
         split_info = {"source": "generated", "method": "stratified by class", "seed": seed,
                       "validation_fraction": validation_fraction, "test_fraction": test_fraction}
-    class_names, index = _class_names([row.label for row in kept if row.split == "train"])
-    splits = {split: _make_split([row for row in kept if row.split == split], index) for split in SPLITS}
-    for split in ("train", "test"):
-        if not len(splits[split]):
-            counts = ", ".join(f"{s} {len(part)}" for s, part in splits.items())
-            raise ValueError(f"{path}: the {split} split has no rows ({counts}; "
+    train = kept & (split == SPLITS.index("train"))
+    class_names, index = _class_names([label_values[c] for c in np.unique(label[train])])
+    class_of_code = np.array([index.get(v, -1) for v in label_values], np.int64)
+    splits = {part: _make_split(np.flatnonzero(kept & (split == code)), image, text, label,
+                                 class_of_code, lines)
+              for code, part in enumerate(SPLITS)}
+    del image, text
+    for part in ("train", "test"):
+        if not len(splits[part]):
+            counts = ", ".join(f"{s} {len(rows)}" for s, rows in splits.items())
+            raise ValueError(f"{path}: the {part} split has no rows ({counts}; "
                              f"{_describe_split(split_info)}). " + (
                                  "Name some rows in the split column, or leave split_column=None "
                                  "for a generated split." if split_column else
                                  "Give more rows or a larger test_fraction."))
-    shapes = [row.shape for row, fate in zip(rows, fates) if fate == "keep"]
     if size is None:
-        size, choice = choose_image_size(shapes)
+        rows, shapes = sizes
+        keep = fate[rows] == KEEP
+        size, choice = choose_image_size(shapes[keep])
+        n_images = int(np.count_nonzero(fate == KEEP))
+        if keep.sum() < n_images:
+            choice += f" (a seeded sample of the {n_images} images)"
     else:
         choice = "given"
     data = ManifestData(
         splits["train"], splits["test"], class_names,
         name=name or os.path.splitext(os.path.basename(path))[0], validation=splits["validation"],
         image_size=size, cache_dir=os.fspath(cache_dir) if cache_dir is not None else None, source=path,
-        n_rows=len(rows), bad_rows=bad_rows,
-        skipped=[row.line for row, fate in zip(rows, fates) if fate == "drop"],
-        blanked=[row.line for row, fate in zip(rows, fates) if fate == "blank"],
-        class_counts={split: {class_names[c]: int(n) for c, n in
-                              zip(*np.unique(splits[split].label, return_counts=True))}
-                      for split in SPLITS},
+        n_rows=len(table), bad_rows=bad_rows,
+        skipped=lines[fate == DROP].tolist(), blanked=lines[fate == BLANK].tolist(),
+        class_counts={part: {class_names[c]: int(n) for c, n in
+                             zip(*np.unique(splits[part].label, return_counts=True))}
+                      for part in SPLITS},
         split=split_info, image_size_choice=choice, line_kind=table.line_kind)
     if verbose:
         _report(data, table)
@@ -228,7 +258,7 @@ def load_manifest(path, *, image_column="image", text_columns=("text",), label_c
 def choose_image_size(shapes):
     """((height, width), how) for images of `shapes`: the median height and width, scaled
     down (aspect kept) to fit MAX_DEFAULT_SIDE and, above 32 pixels, rounded to a multiple of 8."""
-    if not shapes:
+    if not len(shapes):
         raise ValueError("No readable image to choose an image size from: pass image_size=.")
     height, width = (float(np.median([s[i] for s in shapes])) for i in (0, 1))
     scale = min(1.0, MAX_DEFAULT_SIDE / max(height, width))
@@ -272,28 +302,51 @@ def _image_size_argument(image_size):
     return tuple(int(s) for s in size)
 
 
-def _parse_row(table, i, base, image_column, text_columns, label_column, split_column):
-    row = _Row(table.lines[i])
-    if i in table.errors:
-        row.problems.append((None, table.errors[i]))
-        return row
-    row.image, problem = image_source(table.cells[image_column][i], base)
-    if problem:
-        row.problems.append((image_column, problem))
-    parts = [table.cells[c][i] for c in text_columns]
-    row.text = " ".join(str(p).strip() for p in parts if not is_blank(p))
-    label = table.cells[label_column][i]
-    if is_blank(label):
-        row.problems.append((label_column, "no label (the cell is empty)"))
-    else:
-        row.label = _label_value(label)
-    if split_column:
-        value = table.cells[split_column][i]
-        row.split = SPLIT_NAMES.get(str(value).strip().lower()) if not is_blank(value) else None
-        if row.split is None:
-            row.problems.append((split_column, f"split {value!r} is none of "
-                                               f"{', '.join(sorted(SPLIT_NAMES))}"))
-    return row
+def _image_column(table, column, base, problems):
+    """object [N]: each row's image source (path or bytes), None where the cell gives none."""
+    image = np.empty(len(table), object)
+    for i, cell in enumerate(table.cells[column]):
+        if i not in table.errors:
+            image[i], problem = image_source(cell, base)
+            if problem:
+                problems.add(i, column, problem)
+    return image
+
+
+def _text_column(table, columns):
+    """object [N] of str: the text columns joined with a space, empty cells left out."""
+    text = np.full(len(table), "", object)
+    for i, parts in enumerate(zip(*(table.cells[c] for c in columns))):
+        if i not in table.errors:
+            text[i] = " ".join(str(p).strip() for p in parts if not is_blank(p))
+    return text
+
+
+def _label_column(table, column, problems):
+    """(int32 [N] codes, -1 where there is no label; the label value of each code)."""
+    codes, values = np.full(len(table), -1, np.int32), {}
+    for i, cell in enumerate(table.cells[column]):
+        if i in table.errors:
+            continue
+        if is_blank(cell):
+            problems.add(i, column, "no label (the cell is empty)")
+        else:
+            codes[i] = values.setdefault(_label_value(cell), len(values))
+    return codes, list(values)
+
+
+def _split_column(table, column, problems):
+    """int8 [N]: the position in SPLITS each row names, -1 where it names none."""
+    codes = np.full(len(table), -1, np.int8)
+    for i, value in enumerate(table.cells[column]):
+        if i in table.errors:
+            continue
+        split = SPLIT_NAMES.get(str(value).strip().lower()) if not is_blank(value) else None
+        if split is None:
+            problems.add(i, column, f"split {value!r} is none of {', '.join(sorted(SPLIT_NAMES))}")
+        else:
+            codes[i] = SPLITS.index(split)
+    return codes
 
 
 def image_source(cell, base):
@@ -324,49 +377,72 @@ def _label_value(cell):
     return int(text) if _INTEGER.fullmatch(text) else text
 
 
-def _inspect_images(rows, image_column):
-    """Each row's image shape, or a problem in its image column; threads, since the scan
-    waits on the disk more than it computes."""
-    todo = [row for row in rows if row.image is not None]
+def _inspect_images(image, problems, image_column, sample_seed):
+    """Open every image's header and check its end (image_files.inspect_image), a chunk of
+    rows at a time in threads (the scan waits on the disk more than it computes); a broken
+    image is a problem in its image column. With `sample_seed`, returns (rows, (height,
+    width) per row) for the images the default size is chosen from: all of them up to
+    SIZE_SAMPLE, else a seeded sample of SIZE_SAMPLE; (0, 0) where the image is broken."""
+    todo = np.flatnonzero(np.fromiter((source is not None for source in image), bool, len(image)))
+    sizes = None
+    if sample_seed is not None:
+        rows = todo if len(todo) <= SIZE_SAMPLE else np.sort(
+            np.random.default_rng(sample_seed).choice(todo, SIZE_SAMPLE, replace=False))
+        sizes = rows, np.zeros((len(rows), 2), np.int64)
 
-    def inspect(row):
+    def inspect(source):
         try:
-            return inspect_image(row.image)
+            return inspect_image(source)
         except BadImage as err:
             return str(err)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
-        for row, result in zip(todo, pool.map(inspect, todo, chunksize=64)):
-            if isinstance(result, str):
-                row.problems.append((image_column, result))
-            else:
-                row.shape = result
+        for start in range(0, len(todo), _INSPECT_CHUNK):
+            chunk = todo[start:start + _INSPECT_CHUNK]
+            results = list(pool.map(inspect, image[chunk]))
+            for i, result in zip(chunk, results):
+                if isinstance(result, str):
+                    problems.add(i, image_column, result)
+            if sizes is not None:
+                rows, shapes = sizes
+                at = np.searchsorted(rows, chunk)
+                for i, j, result in zip(chunk, at, results):
+                    if j < len(rows) and rows[j] == i and not isinstance(result, str):
+                        shapes[j] = result
+    return sizes
 
 
-def _check_labels_seen_in_train(rows, policy, image_column, label_column):
-    seen = {row.label for row in rows if row.split == "train" and row.fate(policy, image_column) != "drop"}
-    for row in rows:
-        if row.split in ("validation", "test") and row.label is not None and row.label not in seen \
-                and row.fate(policy, image_column) != "drop":
-            row.problems.append((label_column, f"label {row.label!r} of the {row.split} split never "
-                                               "appears in the train split"))
+def _check_labels_seen_in_train(label, label_values, split, fate, problems, label_column):
+    """A validation or test row whose label no kept training row has is a problem."""
+    alive = fate != DROP
+    seen = np.unique(label[alive & (split == SPLITS.index("train"))])
+    unseen = alive & (split > 0) & (label >= 0) & ~np.isin(label, seen)
+    for i in np.flatnonzero(unseen):
+        problems.add(i, label_column, f"label {label_values[label[i]]!r} of the {SPLITS[split[i]]} split "
+                                      "never appears in the train split")
 
 
-def _stratified_split(rows, seed, validation_fraction, test_fraction):
-    """Assign row.split per class: test and validation shares of each class, drawn with one
-    seeded generator in class order; every class keeps at least one training row."""
+def _stratified_split(split, label, label_values, kept, seed, validation_fraction, test_fraction):
+    """Fill `split` for the kept rows per class: test and validation shares of each class,
+    drawn with one seeded generator in class order (each class's rows in manifest order);
+    every class keeps at least one training row."""
     rng = np.random.default_rng(seed)
-    by_class = {}
-    for row in rows:
-        by_class.setdefault(row.label, []).append(row)
-    for label in sorted(by_class, key=_sort_key):
-        members = by_class[label]
+    rows = np.flatnonzero(kept)
+    order = np.argsort(label[rows], kind="stable")  # by class, manifest order within one
+    rows, codes = rows[order], label[rows][order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    by_class = {label_values[codes[s]]: rows[s:e] for s, e in zip(starts, ends)}
+    test, validation, train = (SPLITS.index(s) for s in ("test", "validation", "train"))
+    for value in sorted(by_class, key=_sort_key):
+        members = by_class[value]
         n = len(members)
         n_test = min(round(n * test_fraction), n - 1)
         n_val = min(round(n * validation_fraction), n - 1 - n_test)
-        order = rng.permutation(n)
-        for rank, i in enumerate(order):
-            members[i].split = "test" if rank < n_test else "validation" if rank < n_test + n_val else "train"
+        drawn = members[rng.permutation(n)]
+        split[drawn[:n_test]] = test
+        split[drawn[n_test:n_test + n_val]] = validation
+        split[drawn[n_test + n_val:]] = train
 
 
 def _sort_key(label):
@@ -385,12 +461,9 @@ def _class_names(labels):
     return names, {v: position[str(v)] for v in distinct}
 
 
-def _make_split(rows, index):
-    return ManifestSplit(
-        np.array([row.image for row in rows] or [], dtype=object),
-        np.array([row.text for row in rows], dtype=np.str_).reshape(-1),
-        np.array([index[row.label] for row in rows], dtype=np.int64),
-        np.array([row.line for row in rows], dtype=np.int64))
+def _make_split(rows, image, text, label, class_of_code, lines):
+    return ManifestSplit(image[rows], text[rows].astype(np.str_), class_of_code[label[rows]],
+                         lines[rows].astype(np.int64))
 
 
 def _describe_split(info):
@@ -400,10 +473,10 @@ def _describe_split(info):
             f"test_fraction={info['test_fraction']}")
 
 
-def _bad_row_message(table, rows, bad_rows):
+def _bad_row_message(table, problems, bad_rows):
     first = bad_rows[0]
     column = f", column {first['column']!r}" if first["column"] is not None else ""
-    others = sum(bool(row.problems) for row in rows) - 1
+    others = len(problems.by_row) - 1
     more = (f" {others} more row{'s' if others != 1 else ''} "
             f"{'have' if others != 1 else 'has'} problems." if others else " No other row has a problem.")
     return (f"{table.path}, {table.where(first['line'])}{column}: {first['reason']}.{more} "

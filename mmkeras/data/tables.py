@@ -5,8 +5,16 @@ an editor shows it: CSV/TSV line numbers count the header as line 1, so the firs
 row is line 2 (a quoted cell spanning lines: the line the row starts on); a JSONL record
 is its own line; a Parquet row is its row index, counted from 0. A cell the row lacks
 (a short CSV row, an absent JSONL key, a Parquet null) reads as None.
+
+Only the requested columns are kept, one list of cells per column, and the positions as
+one int32 array, so a table costs its cells and 4 bytes a row, never an object per row.
+A CSV or TSV file of PYARROW_CSV_BYTES or more is parsed by pyarrow (several times faster;
+its import alone costs about 24 MiB, more than a smaller file's cells); a file pyarrow
+cannot read the same way (a blank line, a cell spanning lines, a short row) is read again
+by the csv module, which is the reference for what every cell holds.
 """
 
+import array
 import csv
 import dataclasses
 import json
@@ -15,6 +23,7 @@ import os
 import numpy as np
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
+PYARROW_CSV_BYTES = 32 * 2**20  # from this file size on, pyarrow parses CSV and TSV
 
 
 @dataclasses.dataclass
@@ -24,7 +33,7 @@ class Table:
     path: str
     columns: list  # the columns the file has (CSV header, Parquet schema, keys seen in JSONL)
     cells: dict  # column -> list of cells (str, int, float, bytes, dict or None)
-    lines: list  # int per row: line number, or row index for Parquet
+    lines: array.array  # int32 per row ("i"): line number, or row index for Parquet
     errors: dict  # row position -> why the row could not be read at all (malformed JSONL)
 
     @property
@@ -75,8 +84,12 @@ def read_table(path, columns):
 
 def _read_delimited(path, columns):
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    if os.path.getsize(path) >= PYARROW_CSV_BYTES:
+        table = _read_delimited_pyarrow(path, columns, delimiter)
+        if table is not None:
+            return table
     cells = {c: [] for c in columns}
-    lines = []
+    lines = array.array("i")
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         header = next(reader, None)
@@ -96,9 +109,52 @@ def _read_delimited(path, columns):
     return Table(path, header, cells, lines, {})
 
 
+def _read_delimited_pyarrow(path, columns, delimiter):
+    """The Table the csv module would read, parsed by pyarrow; None where pyarrow cannot give
+    the same cells and lines: a header spanning lines, a blank line or a cell spanning lines
+    (the line numbers then differ from the row positions), a short or long row, a repeated
+    column name, a byte that is not UTF-8."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None or reader.line_num != 1:
+            return None
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        return None
+    present = [c for c in columns if c in header]
+    try:
+        data = pcsv.read_csv(
+            path, read_options=pcsv.ReadOptions(skip_rows=1, column_names=header),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                            ignore_empty_lines=True),
+            convert_options=pcsv.ConvertOptions(include_columns=present,
+                                                column_types={c: pa.string() for c in present},
+                                                strings_can_be_null=False))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if data.num_rows + 1 != _count_lines(path):  # a blank line or a cell spanning lines
+        return None
+    cells = {c: data.column(c).to_pylist() if c in present else [None] * data.num_rows for c in columns}
+    return Table(path, header, cells, array.array("i", range(2, data.num_rows + 2)), {})
+
+
+def _count_lines(path, block=2**24):
+    """Physical lines, a last line without its newline included."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
 def _read_jsonl(path, columns):
     cells = {c: [] for c in columns}
-    lines, errors, seen = [], {}, {}
+    lines, errors, seen = array.array("i"), {}, {}
     with open(path, encoding="utf-8-sig") as f:
         for number, text in enumerate(f, start=1):
             if not text.strip():
@@ -123,7 +179,7 @@ def _read_parquet(path, columns):
     present = [c for c in columns if c in names]
     data = pq.read_table(path, columns=present)
     cells = {c: data.column(c).to_pylist() for c in present}
-    return Table(path, names, cells, list(range(data.num_rows)), {})
+    return Table(path, names, cells, array.array("i", range(data.num_rows)), {})
 
 
 def is_blank(cell):
