@@ -9,10 +9,11 @@ import pytest
 
 import mmkeras
 from mmkeras.bench import BenchConfig, metrics, report, run, select_rows
-from mmkeras.bench.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_MODELS, SEED_BATCH_SIZE
+from mmkeras.bench.config import DEFAULT_MODELS, SEED_BATCH_SIZE
 from mmkeras.bench.measure import ROBUSTNESS, drop_words, perturbations
-from mmkeras.bench.plan import plan_rows, row_batch_size
+from mmkeras.bench.plan import plan_rows
 from mmkeras.bench.recipe import pre_pad
+from mmkeras.bench.schedule import plan_schedule
 from mmkeras.bench.warm_starts import WarmStarts
 from mmkeras.data import PairedData, PairedSplit, save_paired
 from mmkeras.data.pipeline import make_dataset, with_modality_dropout
@@ -204,20 +205,16 @@ def test_ensemble_rows_combine_the_best_unimodal_rows(user_dir, tmp_path):
 
 
 def test_same_seed_same_metrics(user_dir, tmp_path):
-    def once(sub):  # default batch sizes: the seed row's larger batch, the recipe's 32
+    def once(sub):  # default batch sizes: the seed row's from the data, the recipe's 32
         cfg = BenchConfig(data=user_dir, models="seed_text", epochs=1, out=str(tmp_path / sub),
                           vocab_size=50, sequence_length=6)
         return {m["name"]: (m["test_accuracy"], m["robustness"], m["batch_size"]) for m in run(cfg)["models"]}
 
     a = once("a")
     assert a == once("b")
-    assert a["seed_text"][2] == SEED_BATCH_SIZE and a["recipe_seed_text"][2] == 32
-
-
-def test_row_batch_size():
-    assert row_batch_size("seed_concat", BenchConfig()) == SEED_BATCH_SIZE == 512
-    assert row_batch_size("gmu_cnn_lstm", BenchConfig()) == DEFAULT_BATCH_SIZE == 128
-    assert row_batch_size("seed_concat", BenchConfig(batch_size=64)) == 64  # --batch-size: every row
+    # 108 training pairs: the seed rows' 512 halves down to the floor of 16 (7 steps per epoch).
+    assert a["seed_text"][2] == plan_schedule("text", 108, (12, 10), preferred=SEED_BATCH_SIZE)[1] == 16
+    assert a["recipe_seed_text"][2] == 32
 
 
 def test_unknown_pattern_and_data(tmp_path):
@@ -236,20 +233,22 @@ def test_default_run_selection():
 
 
 def test_default_run_plan(tmp_path):
-    cfg = BenchConfig(out=str(tmp_path))
-    plans = {p.name: p for p in plan_rows(select_rows(DEFAULT_MODELS), cfg, WarmStarts.for_config(cfg))}
+    cfg, cifar = BenchConfig(out=str(tmp_path)), dict(n_train=45000, image_shape=(32, 32, 3))
+    plans = {p.name: p for p in plan_rows(select_rows(DEFAULT_MODELS), cfg, WarmStarts.for_config(cfg), **cifar)}
     image, text = (str(tmp_path / "rows" / f"{n}.keras") for n in ("image_resnet9", "text_bilstm"))
-    assert plans["image_resnet9"].saved_model == image and plans["image_resnet9"].epochs == DEFAULT_EPOCHS["image"]
+    # Schedules from the data (see test_bench_schedule.py for the rule's table).
+    assert plans["image_resnet9"].saved_model == image and plans["image_resnet9"].epochs == 9
     assert plans["image_resnet9"].precision == "auto" and plans["text_bilstm"].precision == "float32"
     assert plans["image_resnet9"].augmentation == "flip_translate" and plans["text_bilstm"].augmentation is None
     for fusion in mmkeras.list_fusions():  # early fusion too: build_fused keeps its image branch learning
         p = plans[f"{fusion}_resnet9_bilstm"]
-        assert p.warm_start == {"image": image, "text": text} and p.epochs == cfg.fused_epochs == 1
-        assert p.saved_model is None and p.batch_size == DEFAULT_BATCH_SIZE
-    # No unimodal row with their branches: trained from scratch, the family's epochs.
+        assert p.warm_start == {"image": image, "text": text} and p.epochs == 1 and cfg.fused_epochs is None
+        assert p.saved_model is None and p.batch_size == 128 and p.early_stopping
+    # No unimodal row with their branches: trained from scratch, the family's schedule.
     for name in ("gmu_cnn_lstm", "seed_concat"):
-        assert plans[name].warm_start == {} and plans[name].epochs == DEFAULT_EPOCHS["fused"]
-    assert plans["seed_concat"].batch_size == SEED_BATCH_SIZE
+        assert plans[name].warm_start == {}
+    assert (plans["gmu_cnn_lstm"].epochs, plans["gmu_cnn_lstm"].batch_size) == (5, 128)
+    assert (plans["seed_concat"].epochs, plans["seed_concat"].batch_size) == (18, SEED_BATCH_SIZE)
     recipe = plans["recipe_seed_concat"]
     assert (recipe.strategy, recipe.model, recipe.batch_size, recipe.epochs) == ("recipe", "seed_concat", 32, 10)
     assert recipe.warm_start is None
@@ -257,9 +256,9 @@ def test_default_run_plan(tmp_path):
 
     # --no-warm-start: no row source; --text-init: the user's file wins for every fused row.
     cold = dataclasses.replace(cfg, warm_start=False, text_init="mine.keras", epochs=3)
-    plans = {p.name: p for p in plan_rows(select_rows(DEFAULT_MODELS), cold, WarmStarts.for_config(cold))}
+    plans = {p.name: p for p in plan_rows(select_rows(DEFAULT_MODELS), cold, WarmStarts.for_config(cold), **cifar)}
     assert plans["gmu_resnet9_bilstm"].warm_start == {"text": "mine.keras"}
-    assert plans["gmu_cnn_lstm"].warm_start == {"text": "mine.keras"} and plans["gmu_cnn_lstm"].epochs == 1
+    assert plans["gmu_cnn_lstm"].warm_start == {"text": "mine.keras"} and plans["gmu_cnn_lstm"].epochs == 3
     assert plans["image_resnet9"].epochs == 3 and plans["recipe_seed_concat"].epochs == 3
 
 

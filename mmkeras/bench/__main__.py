@@ -21,10 +21,13 @@ def parse_args(argv=None):
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help="comma-separated wildcards over registered models and ensembles, e.g. '*', "
                         f"'gmu_*', 'ensemble_*' (default: the default run, {DEFAULT_MODELS!r})")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of every row (default: from the data, see docs/benchmark.md, Schedules)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="batch of every package row (default: 512 for the seed_* rows, 128 for the "
-                        "others; the recipe rows keep the recipe's 32)")
+                   help="batch of every package row (default: from the data, see docs/benchmark.md, "
+                        "Schedules; the recipe rows keep the recipe's 32)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="finish the whole run within MINUTES: rows are probed, then their epochs cut to fit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
@@ -35,7 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--tensorboard", default=None, help="write TensorBoard logs for every model here")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="train fused rows from scratch instead of from this run's unimodal rows")
-    p.add_argument("--fused-epochs", type=int, default=1, help="epochs of a warm-started fused row")
+    p.add_argument("--fused-epochs", type=int, default=None,
+                   help="epochs of a warm-started fused row (default: --epochs, else from the data)")
     p.add_argument("--fusion-recipe", default=DEFAULT_FUSION_RECIPE, choices=list_fusion_recipes(),
                    help="how a warm-started fused row trains (see docs/models.md, Fusion recipes; "
                         f"default: {DEFAULT_FUSION_RECIPE})")

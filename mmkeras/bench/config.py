@@ -11,11 +11,13 @@ DEFAULT_MODELS = "seed_concat,gmu_cnn_lstm,image_resnet9,text_bilstm,*_resnet9_b
 # The fused model trained from scratch whose time to the recipe's accuracy is the headline.
 DEFAULT_FUSED = "gmu_cnn_lstm"
 
-# Epochs per family when --epochs is not given. The image row is the long one: 18 epochs
-# of image_resnet9 take about 24-29 minutes on 2 CPU cores with native bf16 (see
-# image_precision), about 37 in float32.
+# Epochs per family of --pretrain-image when neither --pretrain-epochs nor --epochs is
+# given (the benchmark's own rows follow schedule.plan_schedule). 18 epochs of
+# image_resnet9 take about 24-29 minutes on 45,000 CIFAR-10 images on 2 CPU cores with
+# native bf16 (see image_precision), about 37 in float32.
 DEFAULT_EPOCHS = {"image": 18, "text": 10, "fused": 8}
-# Batch size when --batch-size is not given. The seed graph (one small convolution, one
+# The preferred batch sizes of schedule.plan_schedule (which halves them on small sets and
+# large images), and the shared pipelines' batch. The seed graph (one small convolution, one
 # LSTM) is overhead-bound on 2 cores: steady CIFAR-10 epochs (45,000 pairs, flips and
 # shifts, validation) took 9.7-10.4 s at batch 256 and 8.6-8.9 s at 512 (2026-11-23); an
 # earlier train-only microbenchmark gave 4,711 samples/s at 128 and 5,648 at 256. The
@@ -30,8 +32,8 @@ QUICK = dict(n_train=1000, n_test=300, epochs=1)
 class BenchConfig:
     data: str = "cifar10"  # a name or path mmkeras.data.load_dataset accepts
     models: str = DEFAULT_MODELS
-    epochs: int = None  # None: each row's default (recipe rows 10, others DEFAULT_EPOCHS)
-    batch_size: int = None  # None: each row's default (see plan.row_batch_size); recipe rows keep 32
+    epochs: int = None  # None: each row's from the data (schedule.plan_schedule; recipe rows 10)
+    batch_size: int = None  # None: each row's from the data (schedule.plan_schedule); recipe rows keep 32
     seed: int = 0
     out: str = "runs/bench"
     quick: bool = False
@@ -43,7 +45,7 @@ class BenchConfig:
     vocab_size: int = 2000
     sequence_length: int = 24
     warm_start: bool = True  # fused rows start from this run's unimodal rows (frozen image branch)
-    fused_epochs: int = 1  # epochs of a warm-started fused row
+    fused_epochs: int = None  # epochs of a warm-started fused row (None: --epochs, else from the data)
     fusion_recipe: str = DEFAULT_FUSION_RECIPE  # how a warm-started fused row trains (mmkeras.fusion_recipes)
     robustness_samples: int = 2000  # seeded test subset for the five perturbed evaluations
     default_fused: str = DEFAULT_FUSED
@@ -68,6 +70,9 @@ class BenchConfig:
     split_column: str = None
     on_bad_row: str = None
     image_size: int = None
+    # Minutes the whole run may take (None: no limit): rows are probed, then their epochs
+    # cut to fit (budget.share_budget); results.json records planned and spent seconds.
+    time_budget: float = None
 
     def data_options(self):
         """The load_dataset options these settings give (the manifest options set)."""

@@ -18,7 +18,8 @@ class EpochCurve(keras.callbacks.Callback):
     def __init__(self, features, labels):
         super().__init__()
         self.features, self.labels, self.curve = features, labels, []
-        self.predictions = None  # test-set class ids after the last epoch
+        self.predictions = None  # test-set class ids of the model as trained (after the last epoch)
+        self.epoch_predictions = []  # test-set class ids after each epoch, in curve order
 
     def on_train_begin(self, logs=None):
         self.start, self.eval_seconds = time.perf_counter(), 0.0
@@ -27,12 +28,23 @@ class EpochCurve(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.start - self.eval_seconds
         eval_start = time.perf_counter()
         pred = self.predictions = training.predict_proba(self.model, self.features).argmax(-1)
+        self.epoch_predictions.append(pred)
         logs = logs or {}
         self.curve.append({"epoch": epoch + 1, "seconds": seconds,
                            "val_accuracy": float(logs.get("val_accuracy", logs.get("val_label_accuracy", np.nan))),
                            "test_accuracy": float(np.mean(pred == self.labels))})
         self.eval_seconds += time.perf_counter() - eval_start
         self.start += time.perf_counter() - eval_start  # evaluation time is not training time
+
+    def follow(self, stopper):
+        """After a fit in which `stopper` (schedule.BestValidationStop) restored the weights of
+        its best epoch: that epoch's predictions become the model's. Returns the best epoch's
+        number in the curve (None: nothing was restored)."""
+        if stopper.best_weights is None or not stopper.epochs_seen:
+            return None
+        index = len(self.curve) - stopper.epochs_seen + stopper.best_epoch
+        self.predictions = self.epoch_predictions[index]
+        return self.curve[index]["epoch"]
 
     def record_final(self, model, seconds):
         """A last point for a model that a recipe changed after its last epoch (the fusion

@@ -2,15 +2,17 @@
 
 The plan is made before anything trains: unimodal rows first (fused rows warm-start from
 them, ensembles combine them), then fused rows, then ensembles; a `recipe_<name>`
-reference row for each selected seed model.
+reference row for each selected seed model. Each row's epochs and batch size follow from
+the data (schedule.plan_schedule) unless --epochs / --batch-size / --fused-epochs say.
 """
 
 import dataclasses
+import math
 import os
 
 import mmkeras
 from mmkeras.bench import recipe
-from mmkeras.bench.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, SEED_BATCH_SIZE
+from mmkeras.bench.schedule import plan_schedule, preferred_batch
 from mmkeras.bench.warm_starts import MODALITIES
 
 FAMILY_ORDER = ("image", "text", "fused", "ensemble")
@@ -38,6 +40,7 @@ class RowPlan:
     saved_model: str = None  # where it saves its model for later rows and resumed runs (None: nowhere)
     branches: dict = dataclasses.field(default_factory=dict)  # modality -> branch it uses
     fusion_recipe: str = None  # a warm-started fused row: its mmkeras.fusion_recipes recipe
+    early_stopping: bool = False  # stop on the validation split, restoring the best epoch's weights
 
 
 def select_rows(pattern):
@@ -52,14 +55,6 @@ def select_rows(pattern):
     return [RECIPE_PREFIX + n for n in names if n in recipe.SEED_MODELS] + names
 
 
-def row_batch_size(name, config):
-    """The batch size a registered row trains with: --batch-size, else the seed rows'
-    SEED_BATCH_SIZE, else DEFAULT_BATCH_SIZE. (Recipe rows always use the recipe's 32.)"""
-    if config.batch_size is not None:
-        return config.batch_size
-    return SEED_BATCH_SIZE if name in recipe.SEED_MODELS else DEFAULT_BATCH_SIZE
-
-
 def branches_of(name):
     """modality -> branch, for the branches registered model `name` uses."""
     info = mmkeras.model_info(name)
@@ -70,17 +65,23 @@ def saved_model_path(out, name):
     return os.path.join(out, "rows", f"{name}.keras")
 
 
-def plan_rows(names, config, warm):
+def plan_rows(names, config, warm, *, n_train=None, image_shape=None, validation=True):
     """A RowPlan for each of `names` (in select_rows's order); `warm` (a WarmStarts) learns
-    which unimodal rows will save a model, and gives each fused row its sources."""
+    which unimodal rows will save a model, and gives each fused row its sources.
+
+    n_train, image_shape: the training split's size and image shape, from which each row's
+    schedule follows (not needed when --epochs and --batch-size fix every row);
+    validation: whether the data has a validation split (early stopping watches it).
+    """
     plans = []
+    data = dict(n_train=n_train, image_size=None if image_shape is None else tuple(image_shape)[:2])
     for name in names:
         if name.startswith(RECIPE_PREFIX):
             plan = _recipe_plan(name, config)
         elif mmkeras.model_info(name)["family"] == "ensemble":
             plan = _ensemble_plan(name, plans)
         else:
-            plan = _registered_plan(name, config, warm)
+            plan = _registered_plan(name, config, warm, data, validation)
         if plan.saved_model:
             for modality, branch in plan.branches.items():
                 warm.add_row(modality, branch, plan.saved_model)
@@ -88,14 +89,14 @@ def plan_rows(names, config, warm):
     return plans
 
 
-def _registered_plan(name, config, warm):
+def _registered_plan(name, config, warm, data, validation):
     family, branches = mmkeras.model_info(name)["family"], branches_of(name)
-    epochs = config.epochs or DEFAULT_EPOCHS[family]
+    epochs = config.epochs
     warm_start = saved = fusion_recipe = None
     if family == "fused":  # its branches may start from trained ones
         warm_start = {m: p for m, b in branches.items() if (p := warm.source_for(m, b))}
         if warm_start:
-            epochs = config.fused_epochs
+            epochs = config.fused_epochs or config.epochs
             fusion_recipe = config.fusion_recipe
             if fusion_recipe in NEEDS_BOTH_SOURCES and not (
                     set(warm_start) == set(MODALITIES) and all(map(warm.is_row, warm_start.values()))):
@@ -104,8 +105,10 @@ def _registered_plan(name, config, warm):
                 fusion_recipe = "frozen"
     else:  # unimodal: saved for the fused rows and ensembles that start from it
         saved = saved_model_path(config.out, name)
+    epochs, batch_size = plan_schedule(family, data["n_train"], data["image_size"], preferred=preferred_batch(name),
+                                       warm_start=bool(warm_start), epochs=epochs, batch_size=config.batch_size)
     return RowPlan(name=name, model=name, strategy="registered", family=family,
-                   batch_size=row_batch_size(name, config), epochs=epochs,
+                   batch_size=batch_size, epochs=epochs, early_stopping=validation,
                    precision=config.image_precision if family == "image" else "float32",
                    augmentation="flip_translate" if config.augment and "image" in branches else None,
                    warm_start=warm_start, saved_model=saved, branches=branches, fusion_recipe=fusion_recipe)
@@ -124,3 +127,19 @@ def _ensemble_plan(name, earlier):
         raise ValueError(f"Row {name!r} combines this run's best image-only and text-only rows: "
                          "select at least one of each (e.g. --models 'image_*,text_*,ensemble_*').")
     return RowPlan(name=name, model=name, strategy="ensemble", family="ensemble", members=ENSEMBLE_MEMBERS)
+
+
+def describe(plan, n_train):
+    """One line on what row `plan` trains and for how long, for the console."""
+    if plan.strategy == "ensemble":
+        return f"{plan.name}: combines this run's best {' and '.join(plan.members)} rows (nothing to train)"
+    if plan.strategy == "recipe":
+        what = f"the seed recipe's {plan.model} (the reference)"
+    elif plan.warm_start:
+        sources = ", ".join(f"{m} from {os.path.basename(p)}" for m, p in plan.warm_start.items())
+        what = f"{plan.family} model, branches warm-started ({sources}), fusion recipe {plan.fusion_recipe}"
+    else:
+        what = f"{plan.family} model from scratch"
+    steps = plan.epochs * math.ceil(n_train / plan.batch_size)
+    stop = ", early stopping on the validation split" if plan.early_stopping else ""
+    return f"{plan.name}: {what}, {plan.epochs} epochs at batch {plan.batch_size} (about {steps:,} steps{stop})"

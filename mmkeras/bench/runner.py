@@ -1,6 +1,8 @@
 """The benchmark loop: plan the rows, then train, measure and write each one (a row
 finished by an earlier run with the same --out is read back instead), then the run's
-analyses and reports."""
+analyses and reports. With --time-budget every row to train is probed first and each row's
+epochs are cut to its share of what is left (budget.RunBudget). The console says, per row,
+what it trains, for how long, and (with a budget) when the whole run should end."""
 
 import dataclasses
 import json
@@ -13,9 +15,10 @@ from tqdm.auto import tqdm
 
 from mmkeras import distribute
 from mmkeras.bench import analyses, plots, report
+from mmkeras.bench.budget import RunBudget
 from mmkeras.bench.config import DEFAULT_BATCH_SIZE, QUICK
 from mmkeras.bench.metrics import Measured, measure_row
-from mmkeras.bench.plan import plan_rows, select_rows
+from mmkeras.bench.plan import describe, plan_rows, select_rows
 from mmkeras.bench.pretrain import pretrain_for_rows
 from mmkeras.bench.strategies import STRATEGIES
 from mmkeras.bench.warm_starts import WarmStarts, source_name
@@ -38,14 +41,87 @@ def run_row(plan, ds, config, warm):
     trained = STRATEGIES[plan.strategy](plan, ds, config, warm)
     row = {"name": plan.name, "family": plan.family, **measure_row(Measured(trained, ds, config)),
            "curve": trained.curve.curve,
+           # The schedule: epochs planned, and the epoch whose weights early stopping kept.
+           **{k: trained.stats[k] for k in ("planned_epochs", "best_epoch") if k in trained.stats},
            "history": {k: [float(v) for v in vs] for k, vs in trained.history.items()}}
     if plan.warm_start is not None:  # modality -> the row (or file) its branch came from
         row["warm_start"] = {m: source_name(p) for m, p in plan.warm_start.items()}
     return row, trained.model
 
 
+def _finished_row(out, name):
+    """The results of row `name` that an earlier run with the same --out wrote, or None."""
+    path = os.path.join(out, "rows", f"{name}.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _clock(seconds_from_now):
+    return time.strftime("%H:%M", time.localtime(time.time() + seconds_from_now))
+
+
+def _minutes(seconds):
+    return f"{seconds / 60:.1f} min"
+
+
+def print_plan(plans, finished, ds, budget):
+    """The plan, before anything trains: each row, what it trains, its epochs x batch and
+    (with a budget) its share of the seconds; rows an earlier run finished are reused."""
+    to_run = [p.name for p in plans if finished[p.name] is None]
+    head = f"Plan: {len(plans)} rows on {ds.size('train'):,} training pairs, images {ds.image_shape[0]}x{ds.image_shape[1]}"
+    if budget is not None:
+        epochs, over, seconds = budget.share(to_run)
+        head += (f"; budget {_minutes(budget.seconds)}, {_minutes(budget.left())} left after probing the rows "
+                 f"({budget.probe_seconds:.0f} s)")
+    print(head)
+    for i, plan in enumerate(plans, 1):
+        if finished[plan.name] is not None:
+            print(f"  {i:>2}. {plan.name}: reused from an earlier run ({_reused(finished[plan.name])})")
+            continue
+        line = f"  {i:>2}. {describe(plan, ds.size('train'))}"
+        if budget is not None:
+            cut = f", cut from {plan.epochs}" if epochs[plan.name] != plan.epochs else ""
+            line += f"; planned {epochs[plan.name]} epochs{cut}, about {_minutes(seconds[plan.name])}"
+        print(line)
+    if budget is not None:
+        total = sum(seconds.values())
+        print(f"Estimated finish: {_clock(total)} ({_minutes(total)} from now)"
+              + ("; OVER BUDGET even at the fewest epochs per row" if over else ""))
+
+
+def _reused(row):
+    spent = row.get("spent_seconds", row.get("wall_seconds"))
+    return (f"test accuracy {row['test_accuracy']:.4f}, {row.get('epochs')} epochs"
+            + ("" if spent is None else f", {_minutes(spent)} then"))
+
+
+def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, started):
+    """Train and measure `plan`, its epochs cut to its share of the budget (if any);
+    `to_run`: it and the rows after it that still train. Returns (row, model)."""
+    when = f"run so far {_minutes(time.perf_counter() - started)}"
+    if budget is not None:
+        plan, left = budget.start_row(plan, to_run)
+        when = f"planned {_minutes(budget.rows[plan.name]['planned_seconds'])}; run ends about {_clock(left)}"
+    print(f"\n== [{position}] {describe(plan, ds.size('train'))}; {when}")
+    start = time.perf_counter()
+    with strategy.scope():  # models, optimizers and metrics belong to the strategy
+        row, model = run_row(plan, ds, config, warm)
+    row["wall_seconds"] = row["spent_seconds"] = time.perf_counter() - start  # training + every measurement
+    row["planned_seconds"] = None if budget is None else budget.rows[plan.name]["planned_seconds"]
+    if budget is not None:
+        budget.finish_row(plan.name, row["spent_seconds"], row.get("epochs") or 0)
+    print(f"== {plan.name}: test accuracy {row['test_accuracy']:.4f} after {row.get('epochs')} epochs, "
+          f"{_minutes(row['spent_seconds'])}" + ("" if budget is None else f" (planned {_minutes(row['planned_seconds'])})"))
+    return row, model
+
+
 def run(config):
     """Run the benchmark; writes OUT/results.json, results.md, rows/, plots; returns the results."""
+    started = time.perf_counter()  # the time budget counts everything from here
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise ValueError(f"--time-budget must be a number of minutes > 0. Received time_budget={config.time_budget!r}.")
     # First: multi-worker collectives and device lists must be set before TF starts its devices.
     strategy = distribute.get_strategy(config.strategy)
     if config.quick and config.epochs is None:
@@ -59,19 +135,25 @@ def run(config):
     names = select_rows(config.models)
     pretrained, pretrain_info = pretrain_for_rows(config, ds, names)
     warm = WarmStarts.for_config(config, pretrained)
-    plans = plan_rows(names, config, warm)  # before any training: a plan that cannot run fails now
+    # Before any training: a plan that cannot run fails now.
+    plans = plan_rows(names, config, warm, n_train=ds.size("train"), image_shape=ds.image_shape,
+                      validation=ds.size("validation") > 0)
+    finished = {p.name: _finished_row(config.out, p.name) for p in plans}
+    budget = None
+    if config.time_budget is not None:
+        with strategy.scope():
+            budget = RunBudget.probe(config.time_budget, started, [p for p in plans if finished[p.name] is None],
+                                     ds, config)
+    print_plan(plans, finished, ds, budget)
     rows, export = [], report.BestExport()
-    for plan in tqdm(plans, desc="benchmark", unit="model"):
+    for i, plan in enumerate(tqdm(plans, desc="benchmark", unit="model")):
         path = os.path.join(config.out, "rows", f"{plan.name}.json")
-        if os.path.isfile(path):  # finished in an earlier run: resume
-            with open(path, encoding="utf-8") as f:
-                row, model = json.load(f), None
+        row, model = finished[plan.name], None
+        if row is not None:  # finished in an earlier run: resume
+            print(f"\n== [{i + 1}/{len(plans)}] {plan.name}: reusing {path} ({_reused(row)})")
         else:
-            print(f"\n== {plan.name}")
-            start = time.perf_counter()
-            with strategy.scope():  # models, optimizers and metrics belong to the strategy
-                row, model = run_row(plan, ds, config, warm)
-            row["wall_seconds"] = time.perf_counter() - start  # training + every measurement
+            row, model = _train_row(plan, [p.name for p in plans[i:] if finished[p.name] is None], ds, config,
+                                    warm, strategy, budget, f"{i + 1}/{len(plans)}", started)
             if row.get("degenerate"):
                 print(f"WARNING: row {plan.name} is degenerate: {row['degenerate']}")
             if plan.saved_model:
@@ -93,7 +175,8 @@ def run(config):
                "export": export.export(ds, data, config.out) if config.export else None,
                # The whole run's cost, resumed parts included: rows, their measurements, pretraining.
                "wall_seconds": None if any("wall_seconds" not in r for r in rows)
-               else sum(r["wall_seconds"] for r in rows) + sum(p["total_seconds"] for p in pretrain_info)}
+               else sum(r["wall_seconds"] for r in rows) + sum(p["total_seconds"] for p in pretrain_info),
+               "budget": None if budget is None else budget.record()}
     report.write_json(os.path.join(config.out, "results.json"), results)
     with open(os.path.join(config.out, "results.md"), "w", encoding="utf-8") as f:
         f.write(report.results_markdown(results))

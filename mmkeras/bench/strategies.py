@@ -19,6 +19,7 @@ import mmkeras
 from mmkeras import fusion_recipes, training
 from mmkeras.bench import recipe
 from mmkeras.bench.curve import EpochCurve
+from mmkeras.bench.schedule import BestValidationStop, patience_for
 from mmkeras.data.pipeline import with_modality_dropout
 
 
@@ -60,53 +61,77 @@ def _load_saved(path, mtime):  # mtime in the key: a file rewritten by a new run
     return keras.saving.load_model(path)
 
 
-def train_registered(plan, ds, config, warm):
+def _stopper(plan):
+    """The row's early stopping on the validation split (None: the plan has none)."""
+    return BestValidationStop(patience_for(plan.epochs)) if plan.early_stopping else None
+
+
+def _schedule_stats(stats, plan, curve, stopper):
+    """The row's stats with its batch, its planned epochs and the epoch whose weights it kept."""
+    best = curve.follow(stopper) if stopper is not None else None
+    return dict(stats, batch_size=plan.batch_size, planned_epochs=plan.epochs, best_epoch=best)
+
+
+def build_registered(plan, ds, *, with_sources=True):
+    """The untrained model of a registered row. with_sources=False: its warm-start branches
+    stay untrained (what a row costs does not depend on them; budget.py probes it so)."""
     kwargs = ds.model_kwargs()
     if plan.augmentation:
         kwargs["image_augmentation"] = plan.augmentation
-    for modality, path in (plan.warm_start or {}).items():
+    for modality, path in (plan.warm_start or {}).items() if with_sources else ():
         kwargs[f"{modality}_init"] = _load_source(path)
     if "image" in (plan.warm_start or {}):
         # A borrowed image branch stays frozen (a fusion that feeds text into it keeps it
         # trainable: build_fused decides that from the fusion's registration).
         kwargs["freeze_image"] = True
     with training.precision_policy(plan.precision):
-        model = mmkeras.create_model(plan.model, **kwargs)
+        return mmkeras.create_model(plan.model, **kwargs)
+
+
+def train_registered(plan, ds, config, warm):
+    model = build_registered(plan, ds)
     row_ds = ds.with_batch_size(plan.batch_size)  # fresh: its data order owes nothing to earlier rows
-    curve = EpochCurve(*training.split_arrays(ds, "test"))
+    curve, stopper = EpochCurve(*training.split_arrays(ds, "test")), _stopper(plan)
+    # The curve first: it records each epoch before the stopper may end the fit.
+    watchers = [curve] + ([stopper] if stopper else [])
     if plan.fusion_recipe:
-        return _train_by_fusion_recipe(model, plan, row_ds, config, curve)
+        return _train_by_fusion_recipe(model, plan, row_ds, config, curve, stopper, watchers)
     training.compile_model(model, learning_rate=training.cosine_schedule(
         config.learning_rate, plan.epochs, ds.size("train"), plan.batch_size))
     train = with_modality_dropout(row_ds.train, config.modality_dropout, config.seed)
     fitted, stats = training.fit(model, dataclasses.replace(row_ds, train=train), epochs=plan.epochs,
-                                 callbacks=callbacks_for(config, plan.name, [curve]), verbose=2,
+                                 callbacks=callbacks_for(config, plan.name, watchers), verbose=2,
                                  class_weight=config.class_weight)
-    return Trained(model, dict(curve.exclude_from(stats), batch_size=plan.batch_size), fitted.history, curve)
+    return Trained(model, _schedule_stats(curve.exclude_from(stats), plan, curve, stopper), fitted.history, curve)
 
 
-def _train_by_fusion_recipe(model, plan, ds, config, curve):
+def _train_by_fusion_recipe(model, plan, ds, config, curve, stopper, watchers):
     """A warm-started fused row trained by its fusion recipe (mmkeras.fusion_recipes)."""
     sources = {f"{m}_model": _load_source(p) for m, p in plan.warm_start.items()}
     model, history, stats = fusion_recipes.fit_fused(
         model, ds, recipe=plan.fusion_recipe, **sources, epochs=plan.epochs, learning_rate=config.learning_rate,
         modality_dropout=config.modality_dropout, seed=config.seed, class_weight=config.class_weight,
-        callbacks=callbacks_for(config, plan.name, [curve]), verbose=2)
-    stats = dict(curve.exclude_from(stats), batch_size=plan.batch_size)
+        callbacks=callbacks_for(config, plan.name, watchers), verbose=2)
+    stats = _schedule_stats(curve.exclude_from(stats), plan, curve, stopper)
     if model is not curve.model:  # the recipe built a new model around the trained one
         curve.record_final(model, stats["train_seconds"])
     return Trained(model, stats, history, curve)
 
 
-def _recipe_text(features):
+def recipe_text(features):
     """Perturbations act on right-padded ids; the recipe reads pre-padded ones."""
     return dict(features, text=recipe.pre_pad(features["text"]))
 
 
-def train_recipe(plan, ds, config, warm):
+def build_recipe(plan, ds):
+    """The untrained model of a recipe row."""
     with training.precision_policy(plan.precision):
-        model = recipe.build_recipe_model(plan.model, num_classes=ds.num_classes, image_shape=ds.image_shape,
-                                          vocab_size=ds.vocab_size)
+        return recipe.build_recipe_model(plan.model, num_classes=ds.num_classes, image_shape=ds.image_shape,
+                                         vocab_size=ds.vocab_size)
+
+
+def train_recipe(plan, ds, config, warm):
+    model = build_recipe(plan, ds)
     # The recipe's own arrays: train + validation re-joined (it splits 80/20 itself), in
     # a seeded random order as keras.datasets delivers CIFAR. Keras takes the *last* 20%
     # as validation without shuffling: on class-sorted arrays (a folder of class folders)
@@ -117,7 +142,7 @@ def train_recipe(plan, ds, config, warm):
     train_y = np.concatenate([train_y, val_y])[order]
     train_x["text"] = recipe.pre_pad(train_x["text"])
     test_x, test_y = training.split_arrays(ds, "test")
-    curve = EpochCurve(_recipe_text(test_x), test_y)
+    curve = EpochCurve(recipe_text(test_x), test_y)
     # The same per-class weights as the package rows (from the train split's labels).
     weights = training.resolve_class_weight(config.class_weight, training.split_labels(ds, "train"),
                                            ds.class_names)
@@ -127,7 +152,7 @@ def train_recipe(plan, ds, config, warm):
     if weights is not None:
         stats["class_weights"] = [float(w) for w in weights]
     return Trained(model, dict(curve.exclude_from(stats), batch_size=plan.batch_size), fitted.history, curve,
-                   prepare=_recipe_text)
+                   prepare=recipe_text)
 
 
 def combine_ensemble(plan, ds, config, warm):
