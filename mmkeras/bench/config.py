@@ -11,11 +11,6 @@ DEFAULT_MODELS = "seed_concat,gmu_cnn_lstm,image_resnet9,text_bilstm,*_resnet9_b
 # The fused model trained from scratch whose time to the recipe's accuracy is the headline.
 DEFAULT_FUSED = "gmu_cnn_lstm"
 
-# Epochs per family of --pretrain-image when neither --pretrain-epochs nor --epochs is
-# given (the benchmark's own rows follow schedule.plan_schedule). 18 epochs of
-# image_resnet9 take about 24-29 minutes on 45,000 CIFAR-10 images on 2 CPU cores with
-# native bf16 (see image_precision), about 37 in float32.
-DEFAULT_EPOCHS = {"image": 18, "text": 10, "fused": 8}
 # The preferred batch sizes of schedule.plan_schedule (which halves them on small sets and
 # large images), and the shared pipelines' batch. The seed graph (one small convolution, one
 # LSTM) is overhead-bound on 2 cores: steady CIFAR-10 epochs (45,000 pairs, flips and

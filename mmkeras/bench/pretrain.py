@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import mmkeras
 from mmkeras import training
-from mmkeras.bench.config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
+from mmkeras.bench.schedule import plan_schedule, preferred_batch
 from mmkeras.bench.plan import RECIPE_PREFIX, branches_of
 from mmkeras.bench.report import write_json
 from mmkeras.bench.strategies import callbacks_for
@@ -34,9 +34,12 @@ def resize_images(images, image_shape, batch_size=1024):
     return np.clip(np.round(np.concatenate(out)), 0, 255).astype(np.uint8)
 
 
-def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batch_size=128,
+def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs=None, batch_size=None,
                          learning_rate=2e-3, augment=True, seed=0, callbacks=None, precision="auto"):
     """Train image-only `model_name` on the image set `spec`, save it; returns an info dict.
+
+    epochs / batch_size: None follows the image rows' schedule on the image set's size
+    (schedule.plan_schedule).
 
     Images are resized to the paired set's `image_shape`, so the branch fits the fused
     rows. The model is saved as OUT_DIR/<model>_<set>.keras; if that file and its info
@@ -57,6 +60,8 @@ def pretrain_image_model(model_name, spec, *, image_shape, out_dir, epochs, batc
     data = PairedData(*(PairedSplit(resize_images(split.image, image_shape), np.full(len(split), "image"), split.label)
                         for split in (images.train, images.test)),
                       list(images.class_names), name=tag)
+    epochs, batch_size = plan_schedule("image", len(data.train), tuple(image_shape)[:2],
+                                       preferred=preferred_batch(model_name), epochs=epochs, batch_size=batch_size)
     ds = make_datasets(data, batch_size=batch_size, vocab_size=3, sequence_length=1, seed=seed)
     keras.utils.set_random_seed(seed)
     with training.precision_policy(precision):
@@ -97,8 +102,8 @@ def pretrain_for_rows(config, ds, names):
         info = pretrain_image_model(
             model_name, config.pretrain_image, image_shape=ds.image_shape,
             out_dir=os.path.join(config.out, "pretrain"),
-            epochs=config.pretrain_epochs or config.epochs or DEFAULT_EPOCHS["image"],
-            batch_size=config.batch_size or DEFAULT_BATCH_SIZE, learning_rate=config.learning_rate,
+            epochs=config.pretrain_epochs or config.epochs, batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
             augment=config.augment, seed=config.seed,
             callbacks=callbacks_for(config, f"pretrain_{model_name}", []), precision=config.image_precision)
         pretrained[("image", branches_of(model_name)["image"])] = info["path"]
