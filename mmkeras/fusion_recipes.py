@@ -127,16 +127,8 @@ def experts(model, datasets, *, image_model, text_model, fit, epochs, learning_r
     # is, except after an input-stage fusion, whose image expert runs beside it).
     freeze_prefix(model, "text")
     fit(model, epochs, learning_rate)
-    combined = with_unimodal_experts(model, image_model, text_model, input_stage=_has_input_stage_fusion(model))
+    combined = with_unimodal_experts(model, image_model, text_model)
     features, labels = training.split_arrays(datasets, "validation")
     fit_expert_weights(combined, features, labels)
     training.compile_model(combined)
     return combined
-
-
-def _has_input_stage_fusion(model):
-    """Whether a fusion layer of `model` is registered with stage "input" (early fusion)."""
-    from mmkeras.fusion import fusion_info, list_fusions
-
-    input_classes = tuple(fusion_info(n).cls for n in list_fusions() if fusion_info(n).stage == "input")
-    return any(isinstance(layer, input_classes) for layer in model.layers)

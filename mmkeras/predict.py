@@ -45,7 +45,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from mmkeras.data.manifest import BAD_ROW_POLICIES, image_source
-from mmkeras.data.tables import is_blank, read_table
+from mmkeras.data.tables import is_blank, join_text, read_table
 
 EXIT_BAD_INPUT = 2
 
@@ -266,7 +266,7 @@ def read_pairs(path, image_column="image", text_columns=("text",), label_column=
         parts = [table.cells[c][i] for c in text_columns]
         if delimited and parts and all(p is None for p in parts):  # a short row, not an empty cell
             row.problems.append((text_columns[0], 'no text column (an empty text is "")'))
-        row.text = " ".join(str(p).strip() for p in parts if not is_blank(p))
+        row.text = join_text(parts)
         if label_column:
             row.label = table.cells[label_column][i]
         rows.append(row)

@@ -254,7 +254,9 @@ def evaluate(model, datasets, split="test", batch_size=256):
     on `split`, plus the predictions. Reads the split through its pipeline, so a streamed
     set's images are decoded batch by batch, never all at once."""
     labels = split_labels(datasets, split)
-    pipeline = datasets.pipeline(split, batch_size, cache=False).map(lambda f, y: select_inputs(model, f))
+    # In order, so that the predictions line up with the labels (the train pipeline shuffles).
+    pipeline = datasets.pipeline(split, batch_size, cache=False, shuffle=False).map(
+        lambda f, y: select_inputs(model, f))
     out = model.predict(pipeline, verbose=0)
     pred = np.asarray(out[OUTPUT] if isinstance(out, dict) else out).argmax(axis=-1)
     report = classification_report(labels, pred, datasets.num_classes)

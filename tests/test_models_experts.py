@@ -86,7 +86,7 @@ def test_round_trips_through_keras_file(tmp_path, combined, tiny_datasets):
 
 def test_early_fusion_runs_the_image_model_beside_it(tiny_datasets, unimodal):
     fused = _fused(tiny_datasets, unimodal, "early_cnn_lstm")
-    model = with_unimodal_experts(fused, unimodal["image"], unimodal["text"], input_stage=True)
+    model = with_unimodal_experts(fused, unimodal["image"], unimodal["text"])  # the stage read from the fusion
     features = tiny_datasets.features("test")
     out = _predict(model, features)
     np.testing.assert_allclose(out["image_label"], _predict(unimodal["image"], features)["label"], atol=1e-5)

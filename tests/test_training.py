@@ -73,3 +73,13 @@ def test_precision_policy_builds_mixed_models_and_restores_the_global_policy():
     assert model.get_layer("image_prep_conv").variable_dtype == "float32"
     out = model({"image": np.zeros((2, 8, 8, 3), "float32"), "text": np.zeros((2, 1), "int32")})
     assert out["label"].dtype == "float32"  # the softmax head stays float32
+
+
+def test_evaluate_on_the_shuffled_train_split_lines_predictions_up_with_labels(tiny_datasets):
+    keras.utils.set_random_seed(0)
+    model = mmkeras.create_model("seed_concat", **tiny_datasets.model_kwargs())
+    features, labels = training.split_arrays(tiny_datasets, "train")
+    expected = training.predict_proba(model, features).argmax(-1)
+    report, pred = training.evaluate(model, tiny_datasets, split="train")
+    np.testing.assert_array_equal(pred, expected)
+    assert report["accuracy"] == pytest.approx(float(np.mean(expected == labels)))

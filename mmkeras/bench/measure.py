@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras.evaluation import accuracy
+from mmkeras.explain.contributions import blank_image, blank_text
 
 ROBUSTNESS = ("text_missing", "image_missing", "word_dropout_0.5", "image_noise_0.1", "image_noise_0.3")
 
@@ -36,8 +37,8 @@ def perturbations(features, seed=0):
     }
     return {
         # An empty caption vectorizes to all padding (the models read it as one [UNK]).
-        "text_missing": dict(features, text=np.zeros_like(features["text"])),
-        "image_missing": dict(features, image=np.zeros_like(image)),
+        "text_missing": dict(features, text=blank_text(features["text"]).numpy()),
+        "image_missing": dict(features, image=blank_image(image).numpy()),
         "word_dropout_0.5": dict(features, text=drop_words(features["text"], 0.5, seed)),
         "image_noise_0.1": dict(features, image=noisy[0.1]),
         "image_noise_0.3": dict(features, image=noisy[0.3]),

@@ -68,10 +68,15 @@ class Measured:
         return self.trained.prepare(self.test_x)
 
     @functools.cached_property
+    def subset_rows(self):
+        """Positions of a seeded test subset for the perturbed measures: five perturbed
+        passes over the full test set would cost more than some rows' training."""
+        return np.sort(np.random.default_rng(self.seed).permutation(len(self.test_y))[: self.robustness_samples])
+
+    @functools.cached_property
     def subset(self):
-        """(features, labels) of a seeded test subset for the perturbed measures: five
-        perturbed passes over the full test set would cost more than some rows' training."""
-        rows = np.sort(np.random.default_rng(self.seed).permutation(len(self.test_y))[: self.robustness_samples])
+        """(features, labels) of the subset."""
+        rows = self.subset_rows
         return {k: v[rows] for k, v in self.test_x.items()}, self.test_y[rows]
 
     @functools.cached_property
@@ -81,8 +86,9 @@ class Measured:
 
     @functools.cached_property
     def subset_accuracy(self):
-        features, labels = self.subset
-        return float(np.mean(self.trained.predict(features) == labels))
+        # The subset's clean predictions are the test set's, already made.
+        rows = self.subset_rows
+        return float(np.mean(self.predictions[rows] == self.test_y[rows]))
 
     def contribution(self, modality):
         """Accuracy lost when `modality` is blanked (on the subset): what the row gets from it."""

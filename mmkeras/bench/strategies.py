@@ -156,7 +156,7 @@ def train_recipe(plan, ds, config, warm):
 
 
 def combine_ensemble(plan, ds, config, warm):
-    members = [warm.best(m) for m in plan.members]
+    members = [_load_source(warm.best(m)) for m in plan.members]  # loaded once per run, not per row
     start = time.perf_counter()
     with training.precision_policy(plan.precision):
         model = mmkeras.create_model(plan.model, members=members, validation_data=ds)

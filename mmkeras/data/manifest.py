@@ -54,7 +54,7 @@ import numpy as np
 
 from mmkeras.data.image_files import BadImage, inspect_image
 from mmkeras.data.streaming import ImageStream
-from mmkeras.data.tables import TABLE_SUFFIXES, is_blank, read_table
+from mmkeras.data.tables import TABLE_SUFFIXES, is_blank, join_text, read_table
 
 BAD_ROW_POLICIES = ("error", "skip", "missing")
 SPLIT_NAMES = {
@@ -318,7 +318,7 @@ def _text_column(table, columns):
     text = np.full(len(table), "", object)
     for i, parts in enumerate(zip(*(table.cells[c] for c in columns))):
         if i not in table.errors:
-            text[i] = " ".join(str(p).strip() for p in parts if not is_blank(p))
+            text[i] = join_text(parts)
     return text
 
 

@@ -108,10 +108,11 @@ class PairedDatasets:
             out["image"] = self.stream.decode(split, features["image"], rows)
         return out
 
-    def pipeline(self, split, batch_size, cache=True):
-        """A fresh pipeline over `split` (shuffled from the seed for "train")."""
+    def pipeline(self, split, batch_size, cache=True, shuffle=None):
+        """A fresh pipeline over `split`; shuffled from the seed for "train" unless
+        `shuffle` says otherwise (evaluation reads every split in order)."""
         features, labels = self.arrays[split]
-        shuffle = split == "train"
+        shuffle = split == "train" if shuffle is None else shuffle
         if self.stream is not None:
             return self.stream.dataset(split, features, labels, batch_size=batch_size, shuffle=shuffle,
                                        seed=self.seed)
@@ -152,11 +153,11 @@ def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=24,
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received batch_size={batch_size}.")
-    train_idx, val_idx = split_train_validation(len(data.train), validation_fraction, seed)
     own_validation = getattr(data, "validation", None)
     if own_validation is not None and len(own_validation):
         train, val = data.train, own_validation
     else:
+        train_idx, val_idx = split_train_validation(len(data.train), validation_fraction, seed)
         train, val = data.train.take(train_idx), data.train.take(val_idx)
     stream = data.image_stream(cache_dir) if hasattr(data, "image_stream") else None
     if cache_dir is not None and stream is None:

@@ -189,3 +189,8 @@ def is_blank(cell):
     if isinstance(cell, float) and np.isnan(cell):
         return True
     return isinstance(cell, str) and not cell.strip()
+
+
+def join_text(cells):
+    """The text of a row's text cells: the non-blank ones, stripped, joined by a space."""
+    return " ".join(str(c).strip() for c in cells if not is_blank(c))

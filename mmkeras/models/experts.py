@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from mmkeras.argument_checks import check_positive_int
+from mmkeras.explain.contributions import blank_image, blank_text
 
 EXPERTS = ("fused", "image", "text")
 # Presence states, in the order of ProductOfExperts' weight rows: (image present, text present).
@@ -141,17 +142,20 @@ def _in_fused(tensor, fused, modality, source):
     return output[history.tensor_index] if isinstance(output, (list, tuple)) else output
 
 
-def with_unimodal_experts(fused, image_model, text_model, *, input_stage=False, name=None):
+def with_unimodal_experts(fused, image_model, text_model, *, input_stage=None, name=None):
     """`fused` with the heads of two trained unimodal models beside its own head.
 
     The branches of `fused` must be those of the unimodal models (copied in, e.g. by
     `build_fused(image_init=..., text_init=...)`), so each expert head reads the same
-    features it was trained on, at no extra cost. With `input_stage=True` (an early
+    features it was trained on, at no extra cost. With `input_stage` (None: whether a
+    fusion layer of `fused` is registered with stage "input"; an early
     fusion, whose image branch also reads the text) the image model runs whole beside it.
 
     Outputs: "label" (the product of experts, what inference and export use),
     "fused_label" (the fused head), "image_label" and "text_label" (the experts, frozen).
     """
+    if input_stage is None:
+        input_stage = _has_input_stage_fusion(fused)
     inputs = fused.input
     fused_probabilities = fused.output["label"] if isinstance(fused.output, dict) else fused.output
     experts = {}
@@ -178,9 +182,9 @@ def blanked(features, state):
     """`features` with the modalities absent in presence `state` blanked."""
     out = dict(features)
     if state in ("text_only", "neither"):
-        out["image"] = np.zeros_like(features["image"])
+        out["image"] = blank_image(features["image"]).numpy()
     if state in ("image_only", "neither"):
-        out["text"] = np.zeros_like(features["text"])
+        out["text"] = blank_text(features["text"]).numpy()
     return out
 
 
@@ -238,3 +242,11 @@ def expert_weights(model):
     """{presence state: {expert: weight}} of a model from `with_unimodal_experts`."""
     table = np.asarray(model.get_layer("experts_product").expert_weights)
     return {state: dict(zip(EXPERTS, map(float, row))) for state, row in zip(PRESENCE_STATES, table)}
+
+
+def _has_input_stage_fusion(model):
+    """Whether a fusion layer of `model` is registered with stage "input" (early fusion)."""
+    from mmkeras.fusion import fusion_info, list_fusions
+
+    specs = [fusion_info(n) for n in list_fusions()]
+    return any(isinstance(layer, tuple(s.cls for s in specs if s.stage == "input")) for layer in model.layers)
