@@ -14,9 +14,23 @@ text_model=...)`. Recipes are registered (`register_fusion_recipe`) so the bench
   on the validation split, gives the prediction (mmkeras.models.experts). The fused head
   cannot make the model lazier than its two experts, and a blank modality's expert is
   weighted out.
+- "distill" (uni-modal teacher, Du et al. 2023): one phase with both borrowed branches
+  trainable (BatchNorm kept in inference mode) at `branch_learning_rate_scale` (a tenth)
+  of the learning rate, the loss adding `distill_weight` times, per modality, the
+  normalised squared distance between the fused model's pooled branch vector and that of
+  the trained unimodal model it came from (mmkeras.recipe_trainer).
+- "ogm_ge" (on-the-fly gradient modulation with generalisation enhancement, Peng et al.
+  2022): the same phase without distillation; per batch, the modality that the fused
+  model answers better from alone has its branch step slowed by
+  1 - tanh(alpha * relu(rho - 1)), and Gaussian noise of each branch gradient's spread
+  is added to both branches' gradients (mmkeras.recipe_trainer).
+
+Options of a recipe (its keyword arguments beyond the common ones, e.g. "distill"'s
+`distill_weight`, "ogm_ge"'s `alpha`) travel in `fit_fused(..., recipe_options={...})`.
 """
 
 import dataclasses
+import inspect
 import time
 
 import keras
@@ -31,8 +45,10 @@ DEFAULT_FUSION_RECIPE = "experts"
 
 
 def register_fusion_recipe(name):
-    """Register `fn(model, datasets, *, image_model, text_model, fit) -> model` as recipe
-    `name`; `fit(model, epochs, learning_rate)` trains with the caller's settings."""
+    """Register `fn(model, datasets, *, image_model, text_model, fit, epochs, learning_rate,
+    **options) -> model or (model, extra stats dict)` as recipe `name`;
+    `fit(model, epochs, learning_rate)` trains with the caller's settings and returns that
+    phase's history dict. Keyword-only `options` with defaults are the recipe's own."""
 
     def wrap(fn):
         if name in FUSION_RECIPES:
@@ -48,7 +64,8 @@ def list_fusion_recipes():
 
 
 def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None, text_model=None, epochs=1,
-              learning_rate=1e-3, modality_dropout=0.0, seed=0, callbacks=None, verbose="auto", **fit_kwargs):
+              learning_rate=1e-3, modality_dropout=0.0, seed=0, recipe_options=None, callbacks=None,
+              verbose="auto", **fit_kwargs):
     """Train fused `model` on `datasets` (a PairedDatasets) with fusion recipe `recipe`.
 
     image_model / text_model: the trained unimodal models its branches were copied from
@@ -57,10 +74,18 @@ def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None
     class_weight) reach `training.fit`. Returns (model, history dict, stats): the model may
     be a new one (the "experts" recipe adds heads); stats sum all phases (train_seconds,
     train_samples, train_samples_per_second, epochs) and add `recipe` and
-    `recipe_seconds` (time spent beyond gradient steps, e.g. fitting expert weights).
+    `recipe_seconds` (time spent beyond gradient steps, e.g. fitting expert weights), and
+    what the recipe reports (e.g. "distill_distance", "modulation").
+    recipe_options: the recipe's own keyword arguments (`recipe_option_names(recipe)`).
     """
     if recipe not in FUSION_RECIPES:
         raise ValueError(f"Unknown fusion recipe {recipe!r}; expected one of: {', '.join(list_fusion_recipes())}.")
+    recipe_options = dict(recipe_options or {})
+    unknown = sorted(set(recipe_options) - set(recipe_option_names(recipe)))
+    if unknown:
+        allowed = ", ".join(recipe_option_names(recipe)) or "none"
+        raise ValueError(f"Unknown option(s) {unknown} for fusion recipe {recipe!r}. Received "
+                         f"recipe_options={recipe_options}; allowed: {allowed}.")
     epochs = check_positive_int("epochs", epochs)
     check_rate("modality_dropout", modality_dropout)
     phases = []
@@ -72,10 +97,12 @@ def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None
         history, stats = training.fit(m, dataclasses.replace(datasets, train=train), epochs=phase_epochs,
                                       callbacks=callbacks, verbose=verbose, **fit_kwargs)
         phases.append((history.history, stats))
+        return history.history
 
     start = time.perf_counter()
     trained = FUSION_RECIPES[recipe](model, datasets, image_model=image_model, text_model=text_model,
-                                     fit=fit, epochs=epochs, learning_rate=learning_rate)
+                                     fit=fit, epochs=epochs, learning_rate=learning_rate, **recipe_options)
+    trained, extra = trained if isinstance(trained, tuple) else (trained, {})
     total = time.perf_counter() - start
     history = {}
     for phase_history, _ in phases:
@@ -85,12 +112,14 @@ def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None
     samples = sum(s["train_samples"] for _, s in phases)
     stats = {"train_seconds": total, "train_samples": samples, "train_samples_per_second": samples / total,
              "epochs": sum(len(h.get("loss", [])) for h, _ in phases), "recipe": recipe,
-             "recipe_seconds": total - seconds}
-    if any(layer.name == "experts_product" for layer in trained.layers):
-        from mmkeras.models.experts import expert_weights
-
-        stats["expert_weights"] = expert_weights(trained)
+             "recipe_seconds": total - seconds, **extra}
     return trained, history, stats
+
+
+def recipe_option_names(recipe):
+    """The options of registered recipe `recipe`: its keyword-only arguments with defaults."""
+    parameters = inspect.signature(FUSION_RECIPES[recipe]).parameters.values()
+    return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is not p.empty]
 
 
 def _require(recipe, **models):
@@ -109,17 +138,21 @@ def frozen(model, datasets, *, image_model, text_model, fit, epochs, learning_ra
 @register_fusion_recipe("finetune")
 def finetune(model, datasets, *, image_model, text_model, fit, epochs, learning_rate):
     fit(model, epochs, learning_rate)
-    for layer in model.layers:
-        if layer.name.startswith(("image_", "text_")):
-            # Frozen BatchNorm runs in inference mode: the statistics the branch learned stay.
-            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+    _unfreeze_branches(model)
     fit(model, epochs, learning_rate / 10)
     return model
 
 
+def _unfreeze_branches(model):
+    for layer in model.layers:
+        if layer.name.startswith(("image_", "text_")):
+            # Frozen BatchNorm runs in inference mode: the statistics the branch learned stay.
+            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
+
+
 @register_fusion_recipe("experts")
 def experts(model, datasets, *, image_model, text_model, fit, epochs, learning_rate):
-    from mmkeras.models.experts import fit_expert_weights, with_unimodal_experts
+    from mmkeras.models.experts import expert_weights, fit_expert_weights, with_unimodal_experts
 
     _require("experts", image_model=image_model, text_model=text_model)
     # The experts' heads read the fused model's branch features: those must stay the ones
@@ -131,4 +164,52 @@ def experts(model, datasets, *, image_model, text_model, fit, epochs, learning_r
     features, labels = training.split_arrays(datasets, "validation")
     fit_expert_weights(combined, features, labels)
     training.compile_model(combined)
-    return combined
+    return combined, {"expert_weights": expert_weights(combined)}
+
+
+@register_fusion_recipe("distill")
+def distill(model, datasets, *, image_model, text_model, fit, epochs, learning_rate, distill_weight=1.0,
+            branch_learning_rate_scale=0.1):
+    """Uni-modal teacher. Why feature distillation rather than KL to the teachers'
+    probabilities: it is what Du et al. distil, it needs no unimodal head on the fused
+    model, and it keeps the whole branch vector that the fusion layer reads (not only
+    its projection on the teacher's classes) near the trained unimodal model's, so the
+    fused head cannot let the weaker branch's features decay while the stronger one
+    carries the loss. The distance is over the teacher's mean square: weight 1 makes a
+    10% relative drift cost 0.1 nats. Only the features matter, not the classes, so a
+    teacher may be any trained model with the same branch (a pretrained image model); a
+    modality without one is trained but not distilled."""
+    from mmkeras.recipe_trainer import RecipeTrainer
+
+    teachers = {m: t for m, t in (("image", image_model), ("text", text_model)) if t is not None}
+    if not teachers:
+        raise ValueError("Fusion recipe 'distill' needs a trained unimodal model its branches came from to distil: "
+                         "image_model, text_model or both. Received neither.")
+    _unfreeze_branches(model)
+    trainer = RecipeTrainer(model, branch_learning_rate_scale=branch_learning_rate_scale,
+                            distill_weight=distill_weight, teachers=teachers)
+    history = fit(trainer, epochs, learning_rate)
+    return model, {**trainer.options(), "distill_distance": _last_epoch(history, "{}_distill", teachers)}
+
+
+@register_fusion_recipe("ogm_ge")
+def ogm_ge(model, datasets, *, image_model, text_model, fit, epochs, learning_rate, alpha=0.5,
+           gradient_noise=True, branch_learning_rate_scale=0.1):
+    """OGM-GE. A modality's score is the fused model's summed probability of the true
+    class with the other modality blanked: its contribution inside this model, whatever
+    the fusion layer, the laziness the benchmark's blanked columns show. alpha: >= 0,
+    the modulation strength (0: coefficients 1, no slowing); gradient_noise: the GE noise."""
+    from mmkeras.recipe_trainer import RecipeTrainer
+
+    _unfreeze_branches(model)
+    trainer = RecipeTrainer(model, branch_learning_rate_scale=branch_learning_rate_scale, alpha=alpha,
+                            gradient_noise=gradient_noise)
+    history = fit(trainer, epochs, learning_rate)
+    return model, {**trainer.options(),
+                   "modulation": _last_epoch(history, "{}", ("image_coefficient", "text_coefficient", "score_ratio"))}
+
+
+def _last_epoch(history, log_name, keys):
+    """{key: the last epoch's mean of log `log_name.format(key)` over the training batches}:
+    what the recipe applied."""
+    return {key: float(history[log_name.format(key)][-1]) for key in keys}

@@ -62,8 +62,20 @@ def precision_policy(precision="auto"):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None):
-    """Recommended `compile` keyword arguments for an mmkeras model (any set of heads)."""
+# Train steps per call into the compiled graph for the benchmark's package rows: on 2 CPU
+# cores the seed graph at batch 128 on 7,200 pairs trained 1.2-1.4x faster at 16 than at 1
+# (2026-12-01), with bit-identical weights under op determinism. Batch-level callbacks then
+# run once per 16 steps, so it is not the default of `compile_settings`.
+PIPELINE_STEPS_PER_EXECUTION = 16
+
+
+def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None, steps_per_execution=1):
+    """Recommended `compile` keyword arguments for an mmkeras model (any set of heads).
+
+    steps_per_execution: train steps per call into the graph (Keras `compile`); more is
+    faster for small models, but batch-level callbacks (`on_train_batch_end`, a
+    BackupAndRestore every N batches) then see one call per that many steps.
+    """
     from mmkeras.models.heads import aux_loss_weights as recorded_aux_loss_weights
 
     outputs = list(model.output.keys()) if isinstance(model.output, dict) else [OUTPUT]
@@ -74,6 +86,7 @@ def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None):
         loss={k: "sparse_categorical_crossentropy" for k in outputs},
         loss_weights={k: (1.0 if k == OUTPUT else aux_loss_weights.get(k, 0.5)) for k in outputs},
         metrics={k: ["accuracy"] for k in outputs},
+        steps_per_execution=steps_per_execution,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import mmkeras
 from mmkeras.bench import BenchConfig, metrics, report, run, select_rows
-from mmkeras.bench.config import DEFAULT_MODELS, SEED_BATCH_SIZE
+from mmkeras.bench.config import DEFAULT_IMAGE_MODEL, DEFAULT_MODELS, SEED_BATCH_SIZE
 from mmkeras.bench.measure import ROBUSTNESS, drop_words, perturbations
 from mmkeras.bench.plan import plan_rows
 from mmkeras.bench.recipe import pre_pad
@@ -226,8 +226,8 @@ def test_unknown_pattern_and_data(tmp_path):
 
 def test_default_run_selection():
     rows = select_rows(DEFAULT_MODELS)
-    assert rows[:4] == ["recipe_seed_concat", "image_resnet9", "text_bilstm", "bilinear_resnet9_bilstm"]
-    assert {f"{f}_resnet9_bilstm" for f in mmkeras.list_fusions()} <= set(rows)  # every fusion family
+    assert rows[:4] == ["recipe_seed_concat", DEFAULT_IMAGE_MODEL, "text_bilstm", "bilinear_airbench_bilstm"]
+    assert {f"{f}_airbench_bilstm" for f in mmkeras.list_fusions()} <= set(rows)  # every fusion family
     assert {"seed_concat", "gmu_cnn_lstm"} <= set(rows)
     assert sum(r.startswith("ensemble_") for r in rows) == 5 and rows[-1].startswith("ensemble_")
 
@@ -235,13 +235,16 @@ def test_default_run_selection():
 def test_default_run_plan(tmp_path):
     cfg, cifar = BenchConfig(out=str(tmp_path)), dict(n_train=45000, image_shape=(32, 32, 3))
     plans = {p.name: p for p in plan_rows(select_rows(DEFAULT_MODELS), cfg, WarmStarts.for_config(cfg), **cifar)}
-    image, text = (str(tmp_path / "rows" / f"{n}.keras") for n in ("image_resnet9", "text_bilstm"))
-    # Schedules from the data (see test_bench_schedule.py for the rule's table).
-    assert plans["image_resnet9"].saved_model == image and plans["image_resnet9"].epochs == 9
-    assert plans["image_resnet9"].precision == "auto" and plans["text_bilstm"].precision == "float32"
-    assert plans["image_resnet9"].augmentation == "flip_translate" and plans["text_bilstm"].augmentation is None
+    image, text = (str(tmp_path / "rows" / f"{n}.keras") for n in ("image_airbench", "text_bilstm"))
+    # Schedules from the data (see test_bench_schedule.py for the rule's table); the
+    # speed-run image row has its own step target, batch and augmentation (mmkeras.speedrun).
+    airbench = plans["image_airbench"]
+    assert airbench.saved_model == image and (airbench.epochs, airbench.batch_size) == (10, 512)
+    assert airbench.training == "speedrun" and airbench.augmentation == "speedrun"
+    assert airbench.precision == "auto" and plans["text_bilstm"].precision == "float32"
+    assert plans["text_bilstm"].augmentation is None
     for fusion in mmkeras.list_fusions():  # early fusion too: build_fused keeps its image branch learning
-        p = plans[f"{fusion}_resnet9_bilstm"]
+        p = plans[f"{fusion}_airbench_bilstm"]
         assert p.warm_start == {"image": image, "text": text} and p.epochs == 1 and cfg.fused_epochs is None
         assert p.saved_model is None and p.batch_size == 128 and p.early_stopping
     # No unimodal row with their branches: trained from scratch, the family's schedule.
@@ -257,9 +260,9 @@ def test_default_run_plan(tmp_path):
     # --no-warm-start: no row source; --text-init: the user's file wins for every fused row.
     cold = dataclasses.replace(cfg, warm_start=False, text_init="mine.keras", epochs=3)
     plans = {p.name: p for p in plan_rows(select_rows(DEFAULT_MODELS), cold, WarmStarts.for_config(cold), **cifar)}
-    assert plans["gmu_resnet9_bilstm"].warm_start == {"text": "mine.keras"}
+    assert plans["gmu_airbench_bilstm"].warm_start == {"text": "mine.keras"}
     assert plans["gmu_cnn_lstm"].warm_start == {"text": "mine.keras"} and plans["gmu_cnn_lstm"].epochs == 3
-    assert plans["image_resnet9"].epochs == 3 and plans["recipe_seed_concat"].epochs == 3
+    assert plans["image_airbench"].epochs == 3 and plans["recipe_seed_concat"].epochs == 3
 
 
 def test_warm_starts_order_and_best():

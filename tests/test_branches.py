@@ -173,7 +173,7 @@ def test_defaults_are_data_and_cover_every_option(kind):
 
 
 def test_registries_hold_the_documented_branches():
-    assert list(IMAGE_BRANCHES) == ["simple_cnn", "vgg", "resnet", "resnet9", "applications"]
+    assert list(IMAGE_BRANCHES) == ["simple_cnn", "vgg", "resnet", "resnet9", "airbench", "applications"]
     assert list(TEXT_BRANCHES) == ["lstm", "bilstm", "gru", "cnn", "transformer"]
 
 
@@ -375,7 +375,7 @@ def test_image_and_text_branches_share_a_model_without_name_clashes():
 def test_unknown_branch_names_raise_with_the_received_value():
     image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     token_ids = keras.Input((SEQUENCE_LENGTH,), dtype="int32")
-    with pytest.raises(ValueError, match=r"alexnet.*simple_cnn, vgg, resnet, resnet9, applications"):
+    with pytest.raises(ValueError, match=r"alexnet.*simple_cnn, vgg, resnet, resnet9, airbench, applications"):
         image_branch("alexnet", image)
     with pytest.raises(ValueError, match=r"bert.*lstm, bilstm, gru, cnn, transformer"):
         text_branch("bert", token_ids, vocab_size=VOCAB_SIZE, sequence_length=SEQUENCE_LENGTH)

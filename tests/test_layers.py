@@ -81,6 +81,12 @@ EXAMPLES = {
     "ApplicationPreprocessing": dict(init_kwargs=dict(backbone="MobileNetV2"),
                                      inputs=_rng.uniform(size=(BATCH, 4, 4, 3)).astype("float32")),
     "HorizontalFlip": dict(init_kwargs={}, inputs=normal(3, 4, 2)),
+    "Shift": dict(init_kwargs=dict(offset=-1), inputs=normal(3, 4, 2)),
+    # The speed-run branch's layers (mmkeras.branches.airbench_layers).
+    "PatchWhitening": dict(init_kwargs=dict(kernel_size=2), inputs=normal(4, 5, 3)),
+    "ScaledBias": dict(init_kwargs=dict(gain=8.0), inputs=normal(3, 4, 2)),
+    "RandomPixelNoise": dict(init_kwargs=dict(max_stddev=0.1, rate=0.5, value_range=1.0),
+                             inputs=_rng.uniform(size=(BATCH, 3, 4, 2)).astype("float32")),
     # Heads.
     "AuxiliaryHead": dict(init_kwargs=dict(units=3, loss_weight=0.5), inputs=normal(6)),
     # The product of experts of a fused model with unimodal experts: which modalities are

@@ -1,49 +1,148 @@
-"""--time-budget: sharing a run's seconds among its rows (`share_budget`), and measuring
-what a row costs before it trains (`probe_row`).
+"""--time-budget: what each row costs (`probe_row`, one probe per kind of row), how much a
+row measures (`Measurements`), and how the run's seconds are shared (`share_budget`).
 
-Each row needs `fixed_seconds` (building, tracing, every measurement) plus
-`epoch_seconds` per epoch. When the rows' needs exceed the budget, every row keeps the
-same fraction of its planned epochs (the budget is shared by need), at least
-`min_epochs`: epochs are cut, rows never. The runner shares again before every row with
-what is left, its estimates corrected by what the finished rows really cost.
+A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measurement) plus
+`epoch_seconds` per epoch. When the rows' needs exceed the budget:
+
+1. measurement gets cheaper first (`REDUCED`: a smaller robustness subset, timings on
+   fewer examples, no Shapley shares for unimodal rows, where they are 1 and 0 by
+   construction); results.json says what was reduced;
+2. then epochs are cut, rows never: rows whose models later rows borrow (a fused row's
+   warm start, an ensemble's members) are served first, up to their schedule; the other
+   rows share what is left, each keeping the same fraction of its planned epochs, at
+   least `min_epochs`. If even that overruns, the plan says so.
+
+The runner shares again before every row with what is left, the estimates of each kind
+of row corrected by what the finished rows of that kind really cost; a row whose training
+runs DEADLINE_SLACK x longer than planned is stopped after its epoch (`TrainingDeadline`).
 """
 
 import dataclasses
+import functools
 import time
 
+import keras
 import numpy as np
 
+import mmkeras
 from mmkeras import training
+from mmkeras.bench import measure
+from mmkeras.bench.metrics import Measured
 
-# Train steps timed per row (after one untimed step that traces the graph).
+# Train steps timed per probe (after one untimed step that traces the graph).
 PROBE_STEPS = 3
-# Per row, beyond training: the test predictions, the robustness passes (five perturbed;
-# the clean one reuses the test predictions), Shapley modality shares (four passes) and the timings, in units of one
-# prediction of the robustness subset, and of the whole test set.
-MEASURE_SUBSET_PASSES = 11
-MEASURE_TEST_PASSES = 2
+# Prediction passes over the validation split of a fusion recipe that fits weights there
+# ("experts": one per presence state), beyond the row's training.
+RECIPE_VALIDATION_PASSES = 4
+# Seconds kept back for writing results.json, results.md and the plots.
+REPORT_SECONDS = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurements:
+    """How much each row measures beside accuracy: the robustness subset (five perturbed
+    passes and, where measured, four passes for the Shapley shares), the examples the
+    throughput is timed on, and whether unimodal rows get Shapley shares."""
+
+    robustness_samples: int
+    timing_samples: int = measure.TIMING_SAMPLES
+    unimodal_shares: bool = True
+
+    def shares(self, family):
+        """Whether a row of `family` gets Shapley modality shares (recipe rows never do)."""
+        return self.unimodal_shares or family not in ("image", "text")
+
+    def samples(self, family, n_test):
+        """Examples a row of `family` predicts for its measurements (the test set's clean
+        predictions come from the last epoch and are counted there)."""
+        subset = min(self.robustness_samples, n_test)
+        passes = len(measure.ROBUSTNESS) + (measure.SHARE_PASSES if self.shares(family) else 0)
+        return passes * subset + min(self.timing_samples, n_test) + measure.LATENCY_REPEATS
+
+    def reductions(self, full, n_test):
+        """What these measurements leave out against `full` (results.json, the plan)."""
+        out = []
+        if min(self.robustness_samples, n_test) < min(full.robustness_samples, n_test):
+            out.append(f"robustness, image/text adds and shares on {min(self.robustness_samples, n_test):,} "
+                       f"test pairs (not {min(full.robustness_samples, n_test):,})")
+        if min(self.timing_samples, n_test) < min(full.timing_samples, n_test):
+            out.append(f"predict ms/sample timed on {min(self.timing_samples, n_test):,} test pairs "
+                       f"(not {min(full.timing_samples, n_test):,})")
+        if full.unimodal_shares and not self.unimodal_shares:
+            out.append("no Shapley shares for image-only and text-only rows (1 and 0 by construction)")
+        return out
+
+
+# Under a budget that full measurements would overrun. 512 pairs: a robustness accuracy
+# near 0.8 then has a standard error of about 1.8 points (2,000: 0.9); whole batches of
+# 256, as the prediction runs them: a short last batch would trace the graph again.
+REDUCED = Measurements(robustness_samples=512, timing_samples=256, unimodal_shares=False)
+
+
+def full_measurements(config):
+    return Measurements(robustness_samples=config.robustness_samples)
+
+
+class BudgetMeasured(Measured):
+    """`metrics.Measured` under `measurements` (see Measurements) for a row of `family`."""
+
+    def __init__(self, trained, ds, config, *, family, measurements):
+        super().__init__(trained, ds, config)
+        self.robustness_samples = measurements.robustness_samples
+        self._family, self._measurements = family, measurements
+
+    @functools.cached_property
+    def model_features(self):
+        # Only the first `timing_samples` test pairs: the throughput timing reads no more.
+        n = self._measurements.timing_samples
+        return self.trained.prepare({k: v[:n] for k, v in self.test_x.items()})
+
+    @functools.cached_property
+    def shares(self):
+        return super().shares if self._measurements.shares(self._family) else None
+
+
+# A row may train this much longer than planned before its fit is stopped (TrainingDeadline).
+DEADLINE_SLACK = 1.2
+
+
+class TrainingDeadline(keras.callbacks.Callback):
+    """Ends a fit after the epoch from which one more epoch, as long as the last one, would
+    pass `seconds` of training: a machine that got busier cannot make a row overrun the
+    budget by more than an epoch. `stopped_after` is the epoch it stopped after (None: never)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.stopped_after = seconds, None
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last = time.perf_counter()
+        self.stopped_after = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        last_planned = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        if now - self.start + (now - self.last) > self.seconds and not last_planned:
+            self.model.stop_training, self.stopped_after = True, epoch + 1
+        self.last = now
 
 
 @dataclasses.dataclass(frozen=True)
 class RowCost:
-    """What one row is expected to cost: `fixed_seconds` + epochs x `epoch_seconds`."""
+    """What one row is expected to cost: `fixed_seconds` + epochs x `epoch_seconds`.
+
+    borrowed: later rows start from or combine this row's model: it is served first.
+    """
 
     name: str
     epochs: int  # planned without a budget (the schedule's, or the flags')
     epoch_seconds: float = 0.0
     fixed_seconds: float = 0.0
     min_epochs: int = 1
+    borrowed: bool = False
 
     def seconds(self, epochs):
         return self.fixed_seconds + epochs * self.epoch_seconds
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbedCost(RowCost):
-    """A probed row's cost, with what an ensemble's estimate needs."""
-
-    family: str = None
-    per_sample: float = 0.0  # seconds to predict one example
 
 
 def _epochs_at(costs, fraction):
@@ -54,30 +153,50 @@ def _total(costs, epochs):
     return sum(c.seconds(epochs[c.name]) for c in costs)
 
 
-def share_budget(costs, budget_seconds):
-    """{row name: epochs} that fit `budget_seconds`, and whether even the minimum overruns.
-
-    Every row keeps the largest common fraction of its planned epochs that fits (at
-    least its `min_epochs`, never more than planned); returns (epochs, over_budget).
-    """
-    if budget_seconds is None or _total(costs, _epochs_at(costs, 1.0)) <= budget_seconds:
-        return _epochs_at(costs, 1.0), False
+def _largest_fraction(costs, seconds):
+    """The largest common fraction of their planned epochs that `costs` fit in `seconds`."""
+    if _total(costs, _epochs_at(costs, 1.0)) <= seconds:
+        return 1.0
     low, high = 0.0, 1.0  # the fit is monotone in the fraction: bisect it
     for _ in range(40):
         mid = (low + high) / 2
-        if _total(costs, _epochs_at(costs, mid)) <= budget_seconds:
-            low = mid
-        else:
-            high = mid
-    epochs = _epochs_at(costs, low)
-    return epochs, _total(costs, epochs) > budget_seconds
+        low, high = (mid, high) if _total(costs, _epochs_at(costs, mid)) <= seconds else (low, mid)
+    return low
 
 
-def probe_row(model, features, labels, *, batch_size, n_train, n_validation, n_test, n_subset,
-              prepare=lambda f: f):
-    """(epoch_seconds, fixed_seconds, predict_seconds_per_sample) of a compiled `model`,
-    from PROBE_STEPS timed train steps at `batch_size` on the first rows of `features`
-    (after one untimed step that traces the graph) and one timed prediction.
+def share_budget(costs, budget_seconds):
+    """({row name: epochs} that fit `budget_seconds`, whether even the minimum overruns).
+
+    Rows marked `borrowed` keep the largest common fraction of their planned epochs that
+    fits with every other row at its minimum; the others then share what is left the same
+    way. No row gets fewer than its `min_epochs` or more than planned.
+    """
+    if budget_seconds is None or _total(costs, _epochs_at(costs, 1.0)) <= budget_seconds:
+        return _epochs_at(costs, 1.0), False
+    epochs = _epochs_at(costs, 0.0)
+    if _total(costs, epochs) > budget_seconds:
+        return epochs, True
+    for tier in ([c for c in costs if c.borrowed], [c for c in costs if not c.borrowed]):
+        others = [c for c in costs if c not in tier]
+        fraction = _largest_fraction(tier, budget_seconds - _total(others, epochs))
+        epochs.update(_epochs_at(tier, fraction))
+    return epochs, False
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What one probe measured of a kind of row (seconds)."""
+
+    step_seconds: float  # one train step at the row's batch
+    build_seconds: float  # building, compiling and tracing the train step
+    per_sample: float  # predicting one example
+    trace_seconds: float  # tracing a prediction
+
+
+def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build_seconds=0.0):
+    """A `Probe` of a compiled `model`: PROBE_STEPS timed train steps at `batch_size` on
+    the first rows of `features` (after one untimed step that traces the graph) and one
+    timed prediction (after one that traces it). `build_seconds`: what building it took.
 
     The model's weights change: probe a copy of the row's model, never the row's own.
     """
@@ -86,81 +205,153 @@ def probe_row(model, features, labels, *, batch_size, n_train, n_validation, n_t
     y = {k: labels[:batch_size] for k in outputs}
     start = time.perf_counter()
     model.train_on_batch(x, y)  # builds and traces: a cost every row pays once
-    trace_seconds = time.perf_counter() - start
+    build_seconds += time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(PROBE_STEPS):
         model.train_on_batch(x, y)
     step_seconds = (time.perf_counter() - start) / PROBE_STEPS
+    start = time.perf_counter()
     model.predict(x, batch_size=batch_size, verbose=0)  # traces the prediction graph
+    first = time.perf_counter() - start
     start = time.perf_counter()
     model.predict(x, batch_size=batch_size, verbose=0)
-    per_sample = (time.perf_counter() - start) / len(labels[:batch_size])
-    # An epoch: its steps, a validation pass, and the benchmark's own test evaluation.
-    epoch = int(np.ceil(n_train / batch_size)) * step_seconds + (n_validation + n_test) * per_sample
-    return epoch, trace_seconds + measure_seconds(per_sample, n_test, n_subset), per_sample
+    predict_seconds = time.perf_counter() - start
+    return Probe(step_seconds, build_seconds, predict_seconds / len(labels[:batch_size]),
+                 max(first - predict_seconds, 0.0))
 
 
-def measure_seconds(per_sample, n_test, n_subset):
-    """Seconds of a row's measurements, for one prediction costing `per_sample` seconds."""
-    return per_sample * (MEASURE_TEST_PASSES * n_test + MEASURE_SUBSET_PASSES * n_subset)
+def probe_key(plan):
+    """Rows with the same key cost about the same and share one probe: warm-started fused
+    rows that differ only in a fusion of the same stage (their frozen branches dominate)."""
+    if plan.strategy == "registered" and plan.warm_start:
+        fusion = mmkeras.model_info(plan.model)["fusion"]
+        stage = mmkeras.fusion.fusion_info(fusion).stage if fusion else None
+        return ("warm", tuple(sorted(plan.branches.items())), stage, plan.fusion_recipe, plan.batch_size,
+                plan.precision, tuple(sorted(plan.warm_start)))
+    return ("row", plan.name)
 
 
-def _probe_plan(plan, ds, config, costs):
-    """A RowCost for `plan`, probed on a copy of its model (ensembles: from the probed rows)."""
-    from mmkeras.bench import recipe, strategies
+def _probe_plan(plan, ds):
+    """A Probe of `plan`, on an untrained copy of its model."""
+    from mmkeras.bench import strategies
 
-    n_test, n_val = ds.size("test"), ds.size("validation")
-    n_subset = min(config.robustness_samples, n_test)
-    if plan.strategy == "ensemble":  # predicting its members on validation, then every measurement
-        per_sample = sum(max((c.per_sample for c in costs.values() if c.family == m), default=0.0)
-                         for m in plan.members)
-        return ProbedCost(plan.name, 0, 0.0, per_sample * n_val + measure_seconds(per_sample, n_test, n_subset), 0,
-                          family=plan.family, per_sample=per_sample)
-    n_train, prepare = ds.size("train"), (lambda f: f)
-    if plan.strategy == "recipe":  # compiled as recipe.fit_recipe does; it splits train + validation 80/20
+    prepare, start = (lambda f: f), time.perf_counter()
+    if plan.strategy == "recipe":  # compiled as recipe.fit_recipe does
         model = strategies.build_recipe(plan, ds)
         model.compile(optimizer="adam", loss={"label": "sparse_categorical_crossentropy"})
-        n_all = n_train + n_val
-        n_val = int(n_all * recipe.RECIPE["validation_split"])
-        n_train, prepare = n_all - n_val, strategies.recipe_text
+        prepare = strategies.recipe_text
     else:
         model = training.compile_model(strategies.build_registered(plan, ds, with_sources=False))
+    build = time.perf_counter() - start
     features, labels = training.split_arrays(ds, "train", np.arange(min(plan.batch_size, ds.size("train"))))
-    epoch, fixed, per_sample = probe_row(model, features, labels, batch_size=plan.batch_size, n_train=n_train,
-                                         n_validation=n_val, n_test=n_test, n_subset=n_subset, prepare=prepare)
-    return ProbedCost(plan.name, plan.epochs, epoch, fixed, 1, family=plan.family, per_sample=per_sample)
+    return probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowModel:
+    """How one row's cost follows from its kind's probe (see `RunBudget.cost`)."""
+
+    name: str
+    key: tuple  # its probe_key
+    family: str
+    epochs: int
+    borrowed: bool
+    n_train: int  # examples per epoch
+    n_eval: int  # examples predicted per epoch (validation and test)
+    batch_size: int = None
+    recipe_passes: int = 0  # validation passes of its fusion recipe
+    members: tuple = ()  # ensembles: the probe keys of the rows whose predictions they combine
+
+
+def _row_model(plan, plans, ds, keys):
+    from mmkeras.bench import recipe
+
+    n_train, n_val, n_test = ds.size("train"), ds.size("validation"), ds.size("test")
+    borrowed = plan.saved_model is not None and any(
+        plan.saved_model in (p.warm_start or {}).values() or (p.strategy == "ensemble" and plan.family in p.members)
+        for p in plans)
+    if plan.strategy == "ensemble":  # predicts its members on validation (combiner fit), measures
+        members = tuple(next((keys[p.name] for p in plans if p.saved_model and p.family == m), None)
+                        for m in plan.members)
+        return RowModel(plan.name, ("ensemble", members), plan.family, 0, False, 0, n_val, members=members)
+    if plan.strategy == "recipe":  # it splits train + validation 80/20 itself
+        n_all = n_train + n_val
+        n_val = int(n_all * recipe.RECIPE["validation_split"])
+        n_train = n_all - n_val
+    recipe_passes = RECIPE_VALIDATION_PASSES if plan.fusion_recipe else 0
+    return RowModel(plan.name, keys[plan.name], plan.family, plan.epochs, borrowed, n_train, n_val + n_test,
+                    plan.batch_size, recipe_passes)
 
 
 class RunBudget:
-    """A run's --time-budget: the rows' probed costs, and before each row a new share of
-    the seconds left (estimates corrected by what the finished rows really cost)."""
+    """A run's --time-budget: one probe per kind of row, then before each row a new share
+    of the seconds left (each kind's estimates corrected by what its finished rows cost)."""
 
-    def __init__(self, minutes, started, costs, probe_seconds):
+    def __init__(self, minutes, started, rows, probes, probe_seconds, *, n_test, n_validation, full):
         self.seconds, self.started = float(minutes) * 60, started
-        self.costs, self.probe_seconds = costs, probe_seconds
-        self.rows = {}  # row name -> planned_seconds, planned_epochs, scheduled_epochs, spent_seconds
-        self.correction = 1.0  # spent / expected seconds of the rows finished so far
+        self.models, self.probes, self.probe_seconds = rows, probes, probe_seconds
+        self.n_test, self.n_validation = n_test, n_validation
+        self.full = self.measurements = full
+        self.rows = {}  # row name -> scheduled/planned epochs, planned/spent seconds, measurements
+        self.corrections = {}  # probe key -> spent / expected seconds of its finished rows
+        self._deadlines = {}  # row name -> the TrainingDeadline of its fit
 
     @classmethod
     def probe(cls, minutes, started, plans, ds, config):
-        """Probe every row of `plans` (in order: an ensemble's estimate needs its members')."""
-        start, costs = time.perf_counter(), {}
+        """Probe one row of each kind among `plans` (the rows still to train)."""
+        start = time.perf_counter()
+        keys = {p.name: probe_key(p) for p in plans}
+        probes = {}
         for plan in plans:
-            costs[plan.name] = _probe_plan(plan, ds, config, costs)
-        return cls(minutes, started, costs, time.perf_counter() - start)
+            if plan.strategy != "ensemble" and keys[plan.name] not in probes:
+                probes[keys[plan.name]] = _probe_plan(plan, ds)
+        rows = {p.name: _row_model(p, plans, ds, keys) for p in plans}
+        return cls(minutes, started, rows, probes, time.perf_counter() - start, n_test=ds.size("test"),
+                   n_validation=ds.size("validation"), full=full_measurements(config))
 
     def left(self):
-        return self.seconds - (time.perf_counter() - self.started)
+        """Seconds left for rows: the budget less what has run and the report's reserve."""
+        return self.seconds - (time.perf_counter() - self.started) - REPORT_SECONDS
 
-    def _cost(self, name):
-        c = self.costs[name]
-        return dataclasses.replace(c, epoch_seconds=c.epoch_seconds * self.correction,
-                                   fixed_seconds=c.fixed_seconds * self.correction)
+    def _correction(self, key):
+        """Spent / expected seconds of the finished rows of kind `key`; a kind with none yet
+        takes that of all finished rows if they ran slower (a busier machine slows every
+        kind), never if they ran faster (one kind's overestimate says little of another's)."""
+        if key in self.corrections:
+            return self.corrections[key]
+        done = [r for r in self.rows.values() if "spent_seconds" in r]
+        expected = sum(r["expected_seconds"] for r in done)
+        return min(max(sum(r["spent_seconds"] for r in done) / expected, 1.0), 3.0) if expected else 1.0
+
+    def cost(self, name, measurements):
+        """The RowCost of row `name` when every row measures `measurements`."""
+        m = self.models[name]
+        if m.members:  # an ensemble: its members' predictions, on validation and in its measurements
+            per_sample = sum(self.probes[k].per_sample for k in m.members if k in self.probes)
+            trace = sum(self.probes[k].trace_seconds for k in m.members if k in self.probes)
+            seconds = per_sample * (m.n_eval + measurements.samples(m.family, self.n_test)) + 3 * trace
+            return RowCost(name, 0, 0.0, seconds * self._correction(m.key), min_epochs=0)
+        p = self.probes[m.key]
+        epoch = int(np.ceil(m.n_train / m.batch_size)) * p.step_seconds + m.n_eval * p.per_sample
+        # Building and tracing, its recipe's passes and traces, its measurements (and their
+        # two timing traces and one for the perturbed predictions).
+        fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * self.n_validation
+                                                   + measurements.samples(m.family, self.n_test))
+                 + (3 + bool(m.recipe_passes)) * p.trace_seconds)
+        c = self._correction(m.key)
+        return RowCost(name, m.epochs, epoch * c, fixed * c, borrowed=m.borrowed)
 
     def share(self, names):
-        """(epochs, over_budget, seconds) of the rows `names` in what is left of the budget."""
-        costs = [self._cost(n) for n in names]
-        epochs, over = share_budget(costs, self.left())
+        """(epochs, over_budget, seconds) of the rows `names` in what is left of the budget.
+
+        If full measurements would cut any row's epochs, every row from then on measures
+        `REDUCED` (never silently: see `record`)."""
+        for measurements in dict.fromkeys((self.measurements, REDUCED)):
+            costs = [self.cost(n, measurements) for n in names]
+            epochs, over = share_budget(costs, self.left())
+            if all(epochs[c.name] == c.epochs for c in costs) and not over:
+                break
+        self.measurements = measurements
         return epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs}
 
     def start_row(self, plan, names):
@@ -168,19 +359,50 @@ class RunBudget:
         `names`: it and the rows after it."""
         epochs, over, seconds = self.share(names)
         self.rows[plan.name] = {"scheduled_epochs": plan.epochs, "planned_epochs": epochs[plan.name],
-                                "planned_seconds": seconds[plan.name], "over_budget": over}
+                                "planned_seconds": seconds[plan.name], "over_budget": over,
+                                "measurements": "full" if self.measurements == self.full else "reduced"}
         return dataclasses.replace(plan, epochs=epochs[plan.name]), sum(seconds.values())
 
+    def train_config(self, config, plan):
+        """`config` for training row `plan` (started with `start_row`): its callbacks end with
+        a TrainingDeadline at DEADLINE_SLACK x its planned training seconds."""
+        m, cost = self.models[plan.name], self.cost(plan.name, self.measurements)
+        if m.members:  # nothing trained in epochs
+            return config
+        seconds = DEADLINE_SLACK * (plan.epochs * cost.epoch_seconds
+                                    + self.probes[m.key].build_seconds * self._correction(m.key))
+        self._deadlines[plan.name] = TrainingDeadline(seconds)
+        return dataclasses.replace(config, callbacks=[*config.callbacks, self._deadlines[plan.name]])
+
+    def measured(self, trained, ds, config, plan):
+        """What the metrics of row `plan` are computed from, under this budget's measurements."""
+        return BudgetMeasured(trained, ds, config, family=plan.family, measurements=self.measurements)
+
     def finish_row(self, name, spent_seconds, epochs_run):
-        """Record a finished row; its cost for the epochs it really ran corrects later estimates."""
-        self.rows[name].update(spent_seconds=spent_seconds, epochs_run=epochs_run)
-        done = [(n, r) for n, r in self.rows.items() if "spent_seconds" in r]
-        expected = sum(self.costs[n].seconds(r["epochs_run"]) for n, r in done)
-        spent = sum(r["spent_seconds"] for _, r in done)
-        self.correction = min(max(spent / max(expected, 1e-9), 0.5), 3.0)
+        """Record a finished row; its cost for the epochs it ran corrects its kind's estimates."""
+        row, key = self.rows[name], self.models[name].key
+        correction = self._correction(key)
+        cost = self.cost(name, self.measurements)
+        # The estimate before correction, for the epochs it really ran.
+        row.update(spent_seconds=spent_seconds, epochs_run=epochs_run,
+                   expected_seconds=cost.seconds(epochs_run) / correction)
+        if name in self._deadlines:
+            row["stopped_by_deadline_after"] = self._deadlines.pop(name).stopped_after
+        kind = [r for n, r in self.rows.items() if "spent_seconds" in r and self.models[n].key == key]
+        ratio = sum(r["spent_seconds"] for r in kind) / max(sum(r["expected_seconds"] for r in kind), 1e-9)
+        self.corrections[key] = min(max(ratio, 0.5), 3.0)
+
+    def robustness_samples(self):
+        return min(self.measurements.robustness_samples, self.n_test)
 
     def record(self):
         """What results.json keeps of the budget."""
-        return {"minutes": self.seconds / 60, "probe_seconds": self.probe_seconds,
-                "spent_seconds": time.perf_counter() - self.started, "correction": self.correction,
+        return {"minutes": self.seconds / 60, "probe_seconds": self.probe_seconds, "probes": len(self.probes),
+                "spent_seconds": time.perf_counter() - self.started,
+                "report_seconds_reserved": REPORT_SECONDS,
+                "measurements": dataclasses.asdict(self.measurements),
+                "reduced_measurements": self.measurements.reductions(self.full, self.n_test),
+                # Each kind of row named by its first row.
+                "corrections": {next(n for n, m in self.models.items() if m.key == k): v
+                                for k, v in self.corrections.items()},
                 "rows": self.rows}

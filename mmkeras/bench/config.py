@@ -2,12 +2,16 @@
 
 import dataclasses
 
-from mmkeras.fusion_recipes import DEFAULT_FUSION_RECIPE
+from mmkeras.fusion_recipes import DEFAULT_FUSION_RECIPE, list_fusion_recipes
 
 # The default run (see README, "What the default run trains"): the seed recipe and the seed
 # graph through the package pipeline, one from-scratch fused model, the strong image and
 # text branches once each, every fusion family warm-started from them, every ensemble.
-DEFAULT_MODELS = "seed_concat,gmu_cnn_lstm,image_resnet9,text_bilstm,*_resnet9_bilstm,ensemble_*"
+# The default run's image row (issue 17: the speed-run branch and recipe, mmkeras.speedrun);
+# every fusion family borrows its branch.
+DEFAULT_IMAGE_MODEL = "image_airbench"
+DEFAULT_MODELS = (f"seed_concat,gmu_cnn_lstm,{DEFAULT_IMAGE_MODEL},text_bilstm,"
+                  f"*_{DEFAULT_IMAGE_MODEL.removeprefix('image_')}_bilstm,ensemble_*")
 # The fused model trained from scratch whose time to the recipe's accuracy is the headline.
 DEFAULT_FUSED = "gmu_cnn_lstm"
 
@@ -68,6 +72,11 @@ class BenchConfig:
     # Minutes the whole run may take (None: no limit): rows are probed, then their epochs
     # cut to fit (budget.share_budget); results.json records planned and spent seconds.
     time_budget: float = None
+
+    def __post_init__(self):
+        if self.fusion_recipe not in list_fusion_recipes():
+            raise ValueError(f"Unknown fusion_recipe {self.fusion_recipe!r}; expected one of: "
+                             f"{', '.join(list_fusion_recipes())}.")
 
     def data_options(self):
         """The load_dataset options these settings give (the manifest options set)."""

@@ -196,6 +196,11 @@ METRICS = (
     Metric("fusion_recipe", "recipe", "", _stat("recipe"), optional=True),
     Metric("recipe_seconds", None, ".1f", _stat("recipe_seconds"), optional=True),
     Metric("expert_weights", None, "", _stat("expert_weights"), optional=True),
+    # Recipes "distill" / "ogm_ge": the final feature distance to the teachers, the final
+    # modulation coefficients; and a speed-run image row's test-time augmentation.
+    Metric("distill_distance", None, "", _stat("distill_distance"), optional=True),
+    Metric("modulation", None, "", _stat("modulation"), optional=True),
+    Metric("tta", None, "", _stat("tta"), optional=True),
     Metric("confusion_matrix", None, "", lambda m: confusion_matrix(m.test_y, m.predictions,
                                                                     m.num_classes).tolist()),
 )

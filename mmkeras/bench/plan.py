@@ -11,6 +11,7 @@ import math
 import os
 
 import mmkeras
+from mmkeras import speedrun
 from mmkeras.bench import recipe
 from mmkeras.bench.schedule import plan_schedule, preferred_batch
 from mmkeras.bench.warm_starts import MODALITIES
@@ -41,6 +42,7 @@ class RowPlan:
     branches: dict = dataclasses.field(default_factory=dict)  # modality -> branch it uses
     fusion_recipe: str = None  # a warm-started fused row: its mmkeras.fusion_recipes recipe
     early_stopping: bool = False  # stop on the validation split, restoring the best epoch's weights
+    training: str = None  # the model's own training recipe (model_info "training", e.g. "speedrun")
 
 
 def select_rows(pattern):
@@ -90,7 +92,8 @@ def plan_rows(names, config, warm, *, n_train=None, image_shape=None, validation
 
 
 def _registered_plan(name, config, warm, data, validation):
-    family, branches = mmkeras.model_info(name)["family"], branches_of(name)
+    info, branches = mmkeras.model_info(name), branches_of(name)
+    family, training = info["family"], info.get("training")
     epochs = config.epochs
     warm_start = saved = fusion_recipe = None
     if family == "fused":  # its branches may start from trained ones
@@ -105,13 +108,19 @@ def _registered_plan(name, config, warm, data, validation):
                 fusion_recipe = "frozen"
     else:  # unimodal: saved for the fused rows and ensembles that start from it
         saved = saved_model_path(config.out, name)
-    epochs, batch_size = plan_schedule(family, data["n_train"], data["image_size"], preferred=preferred_batch(name),
+    preferred = speedrun.BATCH_SIZE if training == "speedrun" else preferred_batch(name)
+    epochs, batch_size = plan_schedule(family, data["n_train"], data["image_size"], preferred=preferred,
                                        warm_start=bool(warm_start), epochs=epochs, batch_size=config.batch_size)
+    if training == "speedrun" and config.epochs is None:  # its own step target (mmkeras.speedrun)
+        epochs = speedrun.planned_epochs(data["n_train"], batch_size)
+    augmentation = None
+    if config.augment and "image" in branches:
+        augmentation = "speedrun" if training == "speedrun" else "flip_translate"
     return RowPlan(name=name, model=name, strategy="registered", family=family,
                    batch_size=batch_size, epochs=epochs, early_stopping=validation,
                    precision=config.image_precision if family == "image" else "float32",
-                   augmentation="flip_translate" if config.augment and "image" in branches else None,
-                   warm_start=warm_start, saved_model=saved, branches=branches, fusion_recipe=fusion_recipe)
+                   augmentation=augmentation, warm_start=warm_start, saved_model=saved, branches=branches,
+                   fusion_recipe=fusion_recipe, training=training)
 
 
 def _recipe_plan(name, config):
@@ -139,7 +148,7 @@ def describe(plan, n_train):
         sources = ", ".join(f"{m} from {os.path.basename(p)}" for m, p in plan.warm_start.items())
         what = f"{plan.family} model, branches warm-started ({sources}), fusion recipe {plan.fusion_recipe}"
     else:
-        what = f"{plan.family} model from scratch"
+        what = f"{plan.family} model from scratch" + (f", {plan.training} recipe" if plan.training else "")
     steps = plan.epochs * math.ceil(n_train / plan.batch_size)
     stop = ", early stopping on the validation split" if plan.early_stopping else ""
     return f"{plan.name}: {what}, {plan.epochs} epochs at batch {plan.batch_size} (about {steps:,} steps{stop})"

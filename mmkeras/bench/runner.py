@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from mmkeras import distribute
 from mmkeras.bench import analyses, plots, report
+from mmkeras.bench import budget as budget_module
 from mmkeras.bench.budget import RunBudget
 from mmkeras.bench.config import DEFAULT_BATCH_SIZE, QUICK
 from mmkeras.bench.metrics import Measured, measure_row
@@ -35,11 +36,13 @@ def load_data(spec, seed=0, quick=False, options=None):
     return take_subset(data, QUICK["n_train"], QUICK["n_test"], seed) if quick else data
 
 
-def run_row(plan, ds, config, warm):
-    """Train and measure the row `plan` (a plan.RowPlan); returns (its results dict, the model)."""
+def run_row(plan, ds, config, warm, budget=None):
+    """Train and measure the row `plan` (a plan.RowPlan); returns (its results dict, the model).
+    budget: a budget.RunBudget, which may measure less (budget.Measurements)."""
     keras.utils.set_random_seed(config.seed)
-    trained = STRATEGIES[plan.strategy](plan, ds, config, warm)
-    row = {"name": plan.name, "family": plan.family, **measure_row(Measured(trained, ds, config)),
+    trained = STRATEGIES[plan.strategy](plan, ds, config if budget is None else budget.train_config(config, plan), warm)
+    measured = Measured(trained, ds, config) if budget is None else budget.measured(trained, ds, config, plan)
+    row = {"name": plan.name, "family": plan.family, **measure_row(measured),
            "curve": trained.curve.curve,
            # The schedule: epochs planned, and the epoch whose weights early stopping kept.
            **{k: trained.stats[k] for k in ("planned_epochs", "best_epoch") if k in trained.stats},
@@ -73,8 +76,9 @@ def print_plan(plans, finished, ds, budget):
     head = f"Plan: {len(plans)} rows on {ds.size('train'):,} training pairs, images {ds.image_shape[0]}x{ds.image_shape[1]}"
     if budget is not None:
         epochs, over, seconds = budget.share(to_run)
-        head += (f"; budget {_minutes(budget.seconds)}, {_minutes(budget.left())} left after probing the rows "
-                 f"({budget.probe_seconds:.0f} s)")
+        head += (f"; budget {_minutes(budget.seconds)}, {_minutes(budget.left())} left after probing "
+                 f"{len(budget.probes)} kinds of row ({budget.probe_seconds:.0f} s) and keeping "
+                 f"{budget_module.REPORT_SECONDS:.0f} s for the report")
     print(head)
     for i, plan in enumerate(plans, 1):
         if finished[plan.name] is not None:
@@ -83,12 +87,15 @@ def print_plan(plans, finished, ds, budget):
         line = f"  {i:>2}. {describe(plan, ds.size('train'))}"
         if budget is not None:
             cut = f", cut from {plan.epochs}" if epochs[plan.name] != plan.epochs else ""
-            line += f"; planned {epochs[plan.name]} epochs{cut}, about {_minutes(seconds[plan.name])}"
+            first = ", served first (later rows borrow its model)" if budget.models[plan.name].borrowed else ""
+            line += f"; planned {epochs[plan.name]} epochs{cut}{first}, about {_minutes(seconds[plan.name])}"
         print(line)
     if budget is not None:
         total = sum(seconds.values())
+        for reduced in budget.measurements.reductions(budget.full, ds.size("test")):
+            print(f"  Measurement reduced to fit the budget: {reduced}")
         print(f"Estimated finish: {_clock(total)} ({_minutes(total)} from now)"
-              + ("; OVER BUDGET even at the fewest epochs per row" if over else ""))
+              + ("; OVER BUDGET even at the fewest epochs per row: the run will overrun" if over else ""))
 
 
 def _reused(row):
@@ -107,7 +114,7 @@ def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, start
     print(f"\n== [{position}] {describe(plan, ds.size('train'))}; {when}")
     start = time.perf_counter()
     with strategy.scope():  # models, optimizers and metrics belong to the strategy
-        row, model = run_row(plan, ds, config, warm)
+        row, model = run_row(plan, ds, config, warm, budget)
     row["wall_seconds"] = row["spent_seconds"] = time.perf_counter() - start  # training + every measurement
     row["planned_seconds"] = None if budget is None else budget.rows[plan.name]["planned_seconds"]
     if budget is not None:
@@ -169,7 +176,8 @@ def run(config):
                "class_weight": config.class_weight, "num_classes": ds.num_classes, "n_train": ds.size("train"),
                "n_test": ds.size("test"), "image_shape": list(ds.image_shape),
                "class_names": ds.class_names, "seed": config.seed, "models": rows,
-               "robustness_samples": min(config.robustness_samples, ds.size("test")),
+               "robustness_samples": min(config.robustness_samples, ds.size("test")) if budget is None
+               else budget.robustness_samples(),
                "time_to_accuracy": analyses.time_to_accuracy(rows, config.default_fused, pretrain_info),
                "speedup": analyses.speedups(rows), "pretrain": pretrain_info,
                "export": export.export(ds, data, config.out) if config.export else None,

@@ -16,11 +16,12 @@ import keras
 import numpy as np
 
 import mmkeras
-from mmkeras import fusion_recipes, training
+from mmkeras import fusion_recipes, speedrun, training
 from mmkeras.bench import recipe
 from mmkeras.bench.curve import EpochCurve
 from mmkeras.bench.schedule import BestValidationStop, patience_for
 from mmkeras.data.pipeline import with_modality_dropout
+from mmkeras.models.tta import unwrap_tta
 
 
 def as_is(features):
@@ -61,6 +62,12 @@ def _load_saved(path, mtime):  # mtime in the key: a file rewritten by a new run
     return keras.saving.load_model(path)
 
 
+def _load_branch_source(path):
+    """The saved unimodal model at `path` without its test-time augmentation: a fused row
+    borrows the branch and the head, never the TTA wrapper."""
+    return unwrap_tta(_load_source(path))
+
+
 def _stopper(plan):
     """The row's early stopping on the validation split (None: the plan has none)."""
     return BestValidationStop(patience_for(plan.epochs)) if plan.early_stopping else None
@@ -79,7 +86,7 @@ def build_registered(plan, ds, *, with_sources=True):
     if plan.augmentation:
         kwargs["image_augmentation"] = plan.augmentation
     for modality, path in (plan.warm_start or {}).items() if with_sources else ():
-        kwargs[f"{modality}_init"] = _load_source(path)
+        kwargs[f"{modality}_init"] = _load_branch_source(path)
     if "image" in (plan.warm_start or {}):
         # A borrowed image branch stays frozen (a fusion that feeds text into it keeps it
         # trainable: build_fused decides that from the fusion's registration).
@@ -96,6 +103,10 @@ def train_registered(plan, ds, config, warm):
     watchers = [curve] + ([stopper] if stopper else [])
     if plan.fusion_recipe:
         return _train_by_fusion_recipe(model, plan, row_ds, config, curve, stopper, watchers)
+    if plan.training == "speedrun":
+        return _train_by_speedrun(model, plan, row_ds, config, curve, stopper, watchers)
+    if "image" not in (plan.warm_start or {}):  # a speed-run branch trained another way still whitens
+        speedrun.adapt_whitening(model, row_ds, seed=config.seed)
     training.compile_model(model, learning_rate=training.cosine_schedule(
         config.learning_rate, plan.epochs, ds.size("train"), plan.batch_size))
     train = with_modality_dropout(row_ds.train, config.modality_dropout, config.seed)
@@ -107,13 +118,26 @@ def train_registered(plan, ds, config, warm):
 
 def _train_by_fusion_recipe(model, plan, ds, config, curve, stopper, watchers):
     """A warm-started fused row trained by its fusion recipe (mmkeras.fusion_recipes)."""
-    sources = {f"{m}_model": _load_source(p) for m, p in plan.warm_start.items()}
+    sources = {f"{m}_model": _load_branch_source(p) for m, p in plan.warm_start.items()}
     model, history, stats = fusion_recipes.fit_fused(
         model, ds, recipe=plan.fusion_recipe, **sources, epochs=plan.epochs, learning_rate=config.learning_rate,
         modality_dropout=config.modality_dropout, seed=config.seed, class_weight=config.class_weight,
         callbacks=callbacks_for(config, plan.name, watchers), verbose=2)
     stats = _schedule_stats(curve.exclude_from(stats), plan, curve, stopper)
-    if model is not curve.model:  # the recipe built a new model around the trained one
+    watched = {id(w) for w in curve.model.weights}
+    if any(id(w) not in watched for w in model.weights):  # the recipe added to the trained model
+        curve.record_final(model, stats["train_seconds"])  # (a training wrapper's model adds nothing)
+    return Trained(model, stats, history, curve)
+
+
+def _train_by_speedrun(model, plan, ds, config, curve, stopper, watchers):
+    """An image row trained by its own recipe (mmkeras.speedrun); its test-time augmentation
+    is part of the row's model, measured and saved."""
+    model, history, stats = speedrun.fit_speedrun(
+        model, ds, epochs=plan.epochs, seed=config.seed, class_weight=config.class_weight,
+        callbacks=callbacks_for(config, plan.name, watchers), verbose=2)
+    stats = _schedule_stats(curve.exclude_from(stats), plan, curve, stopper)
+    if stats.get("tta"):  # wrapped in test-time augmentation after its last epoch
         curve.record_final(model, stats["train_seconds"])
     return Trained(model, stats, history, curve)
 

@@ -8,7 +8,7 @@
     txt = text_branch("lstm", tokens, vocab_size=5000, sequence_length=20)
     # TextFeatures(vector, sequence, mask)
 
-Image branches: simple_cnn, vgg, resnet, applications. Text branches: lstm, bilstm, gru,
+Image branches: simple_cnn, vgg, resnet, resnet9, airbench, applications. Text branches: lstm, bilstm, gru,
 cnn, transformer. Default sizes are data: `IMAGE_DEFAULTS[name]["small" | "base"]`.
 """
 
@@ -31,6 +31,7 @@ from mmkeras.branches import text_layers  # noqa: F401  (registers the custom la
 
 # Importing the builder modules registers the branches, in this order.
 from mmkeras.branches import image as _image  # noqa: F401,E402
+from mmkeras.branches import airbench as _airbench  # noqa: F401,E402
 from mmkeras.branches import applications as _applications  # noqa: F401,E402
 from mmkeras.branches import text as _text  # noqa: F401,E402
 

@@ -5,8 +5,8 @@ from mmkeras.models.experts import (ModalityPresence, ProductOfExperts, expert_w
                                     with_unimodal_experts)
 from mmkeras.models.heads import AuxiliaryHead, aux_loss_weights
 from mmkeras.models.transfer import freeze_prefix, transfer_weights
-from mmkeras.models.tta import with_flip_tta
+from mmkeras.models.tta import unwrap_tta, with_flip_tta, with_tta
 from mmkeras.models import zoo  # noqa: F401  (registers the presets)
 
 __all__ = ["AuxiliaryHead", "aux_loss_weights", "build_fused", "build_unimodal", "freeze_prefix",
-           "transfer_weights", "with_flip_tta"]
+           "transfer_weights", "unwrap_tta", "with_flip_tta", "with_tta"]

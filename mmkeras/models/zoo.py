@@ -16,6 +16,8 @@ from mmkeras.registry import register_model
 # The seed recipe's branches, and the stronger pair every fusion family also gets.
 SEED_BRANCHES = dict(image_branch="simple_cnn", text_branch="lstm")
 STRONG_BRANCHES = dict(image_branch="resnet9", text_branch="bilstm")
+# The speed-run image branch (mmkeras.speedrun) with the strong text branch.
+SPEEDRUN_BRANCHES = dict(image_branch="airbench", text_branch="bilstm")
 
 UNIMODAL_PRESETS = {
     "seed_image": dict(modality="image", branch="simple_cnn"),
@@ -23,6 +25,10 @@ UNIMODAL_PRESETS = {
     **{f"image_{b}": dict(modality="image", branch=b) for b in branches.IMAGE_BRANCHES},
     **{f"text_{b}": dict(modality="text", branch=b) for b in branches.TEXT_BRANCHES},
 }
+# airbench's head is one linear layer over its scaled, pooled features.
+UNIMODAL_PRESETS["image_airbench"]["head_units"] = ()
+# Models whose own training recipe the benchmark uses (model_info(name)["training"]).
+TRAINING_RECIPES = {"image_airbench": "speedrun"}
 
 # The keywords every preset takes itself; the overrides may set any other composer argument.
 _COMMON = {"num_classes", "image_shape", "vocab_size", "sequence_length"}
@@ -77,14 +83,16 @@ def _register_fused(name, preset):
 
 
 def _register_fusion_presets(spec):
-    """A fusion's two presets: with the seed branches and with the strong branches."""
+    """A fusion's three presets: with the seed, the strong and the speed-run branches."""
     seed_name = spec.seed_preset or f"{spec.name}_cnn_lstm"
     _register_fused(seed_name, dict(SEED_BRANCHES, fusion=spec.name))
     _register_fused(f"{spec.name}_resnet9_bilstm", dict(STRONG_BRANCHES, fusion=spec.name))
+    _register_fused(f"{spec.name}_airbench_bilstm", dict(SPEEDRUN_BRANCHES, fusion=spec.name))
 
 
 _register_fused("gmu_resnet_transformer", dict(image_branch="resnet", text_branch="transformer", fusion="gmu"))
 fusion_layers.subscribe(_register_fusion_presets)
 for _name, _preset in UNIMODAL_PRESETS.items():
     register_model(_unimodal_builder(_name, _preset), name=_name, family=_preset["modality"],
+                   training=TRAINING_RECIPES.get(_name),
                    **{f"{_preset['modality']}_branch": _preset["branch"]})

@@ -1,0 +1,155 @@
+"""--time-budget: who is served first, measurement reduced before epochs are cut, one probe
+per kind of row, per-kind corrections, and the reduced measurements of a real run."""
+
+import json
+import time
+
+import pytest
+
+from mmkeras.bench import BenchConfig, run
+from mmkeras.bench.budget import (REDUCED, Measurements, Probe, RowCost, RowModel, RunBudget, probe_key,
+                                  share_budget)
+from mmkeras.bench.plan import RowPlan
+from test_bench import user_dir  # noqa: F401 (a fixture: 12x10 images, 3 classes, 108 train pairs)
+
+
+def test_borrowed_rows_are_served_first():
+    costs = [RowCost("image", 20, epoch_seconds=10.0, fixed_seconds=5.0, borrowed=True),
+             RowCost("fused", 6, epoch_seconds=10.0, fixed_seconds=5.0),
+             RowCost("seed", 30, epoch_seconds=2.0, fixed_seconds=5.0)]
+    floor = 5 + 10 + 5 + 10 + 5 + 2  # every row at one epoch
+    # Just enough for the borrowed row's whole schedule: the others stay at one epoch.
+    epochs, over = share_budget(costs, floor + 19 * 10.0)
+    assert epochs == {"image": 20, "fused": 1, "seed": 1} and not over
+    # Less: only the borrowed row is cut (to what fits), the others keep their minimum.
+    epochs, over = share_budget(costs, floor + 9 * 10.0)
+    assert epochs == {"image": 10, "fused": 1, "seed": 1} and not over
+    # More: the rest share what is left by need (the same fraction of their epochs).
+    # Half their epochs (3 of 6, 15 of 30) is 2 x 10 + 14 x 2 = 48 s beyond one epoch each.
+    epochs, over = share_budget(costs, floor + 19 * 10.0 + 48.0)
+    assert epochs == {"image": 20, "fused": 3, "seed": 15} and not over
+    epochs, over = share_budget(costs, floor + 19 * 10.0 + 47.0)
+    assert epochs["image"] == 20 and epochs["seed"] == 14 and not over
+    assert sum(c.seconds(epochs[c.name]) for c in costs) <= floor + 19 * 10.0 + 47.0
+    # Too little for one epoch each: said, and nothing dropped.
+    assert share_budget(costs, floor - 1) == ({"image": 1, "fused": 1, "seed": 1}, True)
+
+
+def _budget(minutes, n_test=2000):
+    """A RunBudget over two probed kinds of row, as if probing had just finished."""
+    rows = {"image": RowModel("image", ("row", "image"), "image", 10, True, 7200, 2800, batch_size=128),
+            "fused": RowModel("fused", ("warm",), "fused", 6, False, 7200, 2800, batch_size=128, recipe_passes=4)}
+    probes = {("row", "image"): Probe(step_seconds=0.2, build_seconds=2.0, per_sample=1e-3, trace_seconds=1.0),
+              ("warm",): Probe(step_seconds=0.1, build_seconds=2.0, per_sample=1e-3, trace_seconds=1.0)}
+    return RunBudget(minutes, time.perf_counter(), rows, probes, 0.0, n_test=n_test, n_validation=800,
+                     full=Measurements(robustness_samples=2000))
+
+
+def test_measurement_is_reduced_before_epochs_are_cut():
+    budget = _budget(60.0)
+    full = [budget.cost(n, budget.full) for n in ("image", "fused")]
+    reduced = [budget.cost(n, REDUCED) for n in ("image", "fused")]
+    need = {name: sum(c.seconds(c.epochs) for c in costs) for name, costs in (("full", full), ("reduced", reduced))}
+    assert need["reduced"] < need["full"] - 10  # 2,000 -> 512 pairs, no unimodal shares: seconds saved
+    # Enough for everything: full measurements, every epoch.
+    epochs, over, _ = budget.share(["image", "fused"])
+    assert budget.measurements == budget.full and epochs == {"image": 10, "fused": 6} and not over
+    # Enough only with reduced measurements: reduced, and still every epoch.
+    budget = _budget((need["reduced"] + need["full"]) / 2 / 60 + 15 / 60)
+    epochs, over, _ = budget.share(["image", "fused"])
+    assert budget.measurements == REDUCED and epochs == {"image": 10, "fused": 6} and not over
+    assert budget.measurements.reductions(budget.full, 2000) == [
+        "robustness, image/text adds and shares on 512 test pairs (not 2,000)",
+        "predict ms/sample timed on 256 test pairs (not 2,000)",
+        "no Shapley shares for image-only and text-only rows (1 and 0 by construction)"]
+    # Less: reduced measurements and cut epochs; once reduced, it stays reduced.
+    budget.seconds = need["reduced"] / 2 + 15
+    epochs, over, _ = budget.share(["image", "fused"])
+    assert budget.measurements == REDUCED and epochs["image"] < 10 and not over
+    budget.seconds = 3600.0
+    budget.share(["image", "fused"])
+    assert budget.measurements == REDUCED
+    # A small test set: nothing to reduce in the robustness subset, but timings and shares.
+    assert REDUCED.reductions(Measurements(robustness_samples=2000), 300)[0].startswith("predict ms")
+
+
+def test_corrections_follow_the_kind_of_row():
+    budget = _budget(60.0)
+    budget.start_row(RowPlan("image", "image", "registered", "image", batch_size=128, epochs=10), ["image", "fused"])
+    expected = budget.cost("image", budget.measurements).seconds(10)
+    budget.finish_row("image", 2 * expected, 10)  # the image row took twice its estimate
+    assert budget.corrections == {("row", "image"): pytest.approx(2.0)}
+    # A kind with no finished row yet follows all finished rows; its own rows then correct it.
+    raw = _budget(60.0).cost("fused", budget.measurements)
+    assert budget.cost("fused", budget.measurements).epoch_seconds == pytest.approx(2 * raw.epoch_seconds)
+    budget.start_row(RowPlan("fused", "fused", "registered", "fused", batch_size=128, epochs=6), ["fused"])
+    budget.finish_row("fused", raw.seconds(6) / 2, 6)
+    assert budget.corrections[("warm",)] == pytest.approx(0.5)
+    assert budget.cost("image", budget.measurements).epoch_seconds == pytest.approx(
+        2 * _budget(60.0).cost("image", budget.measurements).epoch_seconds)
+
+
+def test_warm_started_fused_rows_of_one_stage_share_a_probe():
+    warm = {"image": "rows/image_resnet9.keras", "text": "rows/text_bilstm.keras"}
+    branches = {"image": "resnet9", "text": "bilstm"}
+
+    def fused(name, **kw):
+        return RowPlan(name, name, "registered", "fused", **{"batch_size": 128, **kw}, epochs=6,
+                       warm_start=warm, branches=branches, fusion_recipe="experts")
+
+    keys = {n: probe_key(fused(n)) for n in ("concat_resnet9_bilstm", "gmu_resnet9_bilstm", "early_resnet9_bilstm")}
+    assert keys["concat_resnet9_bilstm"] == keys["gmu_resnet9_bilstm"] != keys["early_resnet9_bilstm"]
+    assert probe_key(fused("gmu_resnet9_bilstm", batch_size=64)) != keys["gmu_resnet9_bilstm"]
+    # Rows trained from scratch are probed one by one.
+    scratch = [RowPlan(n, n, "registered", "fused", batch_size=128, epochs=6) for n in ("seed_concat", "gmu_cnn_lstm")]
+    assert probe_key(scratch[0]) != probe_key(scratch[1])
+
+
+def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, capsys):
+    cfg = BenchConfig(data=user_dir, models="seed_image,seed_text,ensemble_product", out=str(tmp_path),
+                      vocab_size=50, sequence_length=6, time_budget=0.5)
+    res = run(cfg)
+    printed = capsys.readouterr().out
+    budget = json.loads((tmp_path / "results.json").read_text())["budget"]
+    assert budget["reduced_measurements"] and budget["measurements"] == {
+        "robustness_samples": 512, "timing_samples": 256, "unimodal_shares": False}
+    assert "Measurement reduced to fit the budget: no Shapley shares for image-only" in printed
+    assert budget["probes"] == 4  # the two seed rows and their recipe rows; none for the ensemble
+    rows = {r["name"]: r for r in res["models"]}
+    assert "modality_share" not in rows["seed_image"] and "modality_share" in rows["ensemble_product"]
+    assert {r["measurements"] for r in budget["rows"].values()} == {"reduced"}
+    # Every trained row ran under a deadline (a busier machine stops it after an epoch).
+    assert all("stopped_by_deadline_after" in r for n, r in budget["rows"].items() if n != "ensemble_product")
+    assert "served first (later rows borrow its model)" in printed
+
+
+def test_throughput_and_latency_share_one_trace():
+    import mmkeras
+    import numpy as np
+    from mmkeras.bench import measure
+
+    model = mmkeras.create_model("seed_concat", num_classes=3, image_shape=(8, 8, 3), vocab_size=20, sequence_length=5)
+    rng = np.random.default_rng(0)
+    features = {"image": rng.integers(0, 255, (300, 8, 8, 3)).astype("uint8"),
+                "text": rng.integers(0, 20, (300, 5)).astype("int32")}
+    assert measure.predict_ms_per_sample(model, features, batch_size=128) > 0  # 300 rows: a short last batch
+    assert measure.latency_p50_ms(model, features, repeats=3) > 0
+    fn = measure.inference_fn(model, features)
+    assert fn.experimental_get_tracing_count() == 1
+    expected = model.predict(features, verbose=0)["label"]
+    np.testing.assert_allclose(fn(features)["label"], expected, atol=1e-5)
+
+
+def test_training_deadline_stops_a_fit_that_would_overrun():
+    import keras
+    import numpy as np
+    from mmkeras.bench.budget import TrainingDeadline
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")], name="tiny")
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.zeros((8, 3), "float32"), np.zeros((8, 2), "float32")
+    late, roomy = TrainingDeadline(0.0), TrainingDeadline(3600.0)
+    assert len(model.fit(x, y, epochs=5, verbose=0, callbacks=[late]).epoch) == 1 and late.stopped_after == 1
+    assert len(model.fit(x, y, epochs=3, verbose=0, callbacks=[roomy]).epoch) == 3 and roomy.stopped_after is None
+    # A fit that ends anyway is not said to be stopped.
+    assert len(model.fit(x, y, epochs=1, verbose=0, callbacks=[late]).epoch) == 1 and late.stopped_after is None

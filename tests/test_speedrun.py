@@ -1,0 +1,154 @@
+"""The speed-run image branch (`airbench`) and its training recipe (mmkeras.speedrun)."""
+
+import keras
+import numpy as np
+import pytest
+
+import mmkeras
+from mmkeras import speedrun
+from mmkeras.branches.airbench_layers import PartialIdentity, PatchWhitening, RandomPixelNoise, ScaledBias
+from mmkeras.models.tta import unwrap_tta
+
+SMALL = {"widths": (8, 16, 16)}
+
+
+def _correlated_images(n=60, size=9, seed=0):
+    """Images whose neighbouring pixels and channels are strongly correlated."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, size + 1, size + 1, 1))
+    smooth = base[:, 1:, 1:] + base[:, :-1, :-1] + 0.3 * rng.normal(size=(n, size, size, 1))
+    return (smooth * np.array([1.0, 0.8, 0.5]) + 0.2 * rng.normal(size=(n, size, size, 3)) + 3.0).astype("float32")
+
+
+def test_adapted_whitening_decorrelates_patches_to_unit_variance():
+    images = _correlated_images()
+    layer = PatchWhitening(kernel_size=2)
+    layer.adapt(images)
+    out = keras.ops.convert_to_numpy(layer(images))
+    assert out.shape == (60, 8, 8, 24)
+    first = out[..., :12].reshape(-1, 12)
+    covariance = first.T @ first / len(first)
+    np.testing.assert_allclose(covariance, np.eye(12), atol=0.05)
+    np.testing.assert_allclose(out[..., 12:], -out[..., :12], atol=1e-5)  # the negated half
+    raw = images[:, :2, :2].reshape(60, -1)
+    assert abs(np.corrcoef(raw[:, 0], raw[:, 1])[0, 1]) > 0.5  # the channels were correlated
+
+
+def test_unadapted_whitening_is_a_plain_patch_embedding():
+    images = np.random.default_rng(1).normal(size=(2, 3, 3, 1)).astype("float32")
+    out = keras.ops.convert_to_numpy(PatchWhitening(kernel_size=2)(images))
+    np.testing.assert_allclose(out[:, 0, 0, :4], images[:, :2, :2, 0].reshape(2, 4), atol=1e-6)
+    with pytest.raises(ValueError, match="kernel_size=0"):
+        PatchWhitening(kernel_size=0)
+
+
+def test_partial_identity_passes_the_first_channels_through():
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 4)).astype("float32")
+    conv = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(seed=0))
+    out = keras.ops.convert_to_numpy(conv(x))
+    np.testing.assert_allclose(out[..., :4], x, atol=1e-6)
+    assert np.abs(out[..., 4:]).max() > 0.01
+    kernel = keras.ops.convert_to_numpy(conv.kernel)[..., 4:]
+    assert np.abs(kernel).max() <= 1 / np.sqrt(3 * 3 * 4) + 1e-6  # torch's default conv init
+
+
+def test_scaled_bias_moves_gain_squared_faster():
+    import tensorflow as tf
+
+    layer = ScaledBias(gain=8.0)
+    x = tf.zeros((1, 3))
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(layer(x))
+    grad = tape.gradient(y, layer.bias.value)
+    np.testing.assert_allclose(grad.numpy(), [8.0, 8.0, 8.0])  # a step of lr*8 moves the shift by lr*64
+    with pytest.raises(ValueError, match="gain=0"):
+        ScaledBias(gain=0)
+
+
+def test_pixel_noise_only_in_training_on_about_rate_of_the_images():
+    images = np.full((400, 4, 4, 3), 128.0, "float32")
+    layer = RandomPixelNoise(max_stddev=0.15, rate=0.5, seed=0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images)), images)
+    noisy = keras.ops.convert_to_numpy(layer(images, training=True))
+    changed = np.any(noisy != images, axis=(1, 2, 3)).mean()
+    assert 0.4 < changed < 0.6 and noisy.min() >= 0 and noisy.max() <= 255
+    with pytest.raises(ValueError, match="rate=2"):
+        RandomPixelNoise(rate=2)
+
+
+def test_triangular_schedule_and_label_smoothing_loss():
+    schedule = speedrun.Triangular(1.0, total_steps=100)
+    values = [float(schedule(s)) for s in (0, 23, 100, 200)]
+    np.testing.assert_allclose(values, [0.2, 1.0, 0.07, 0.07], atol=1e-6)
+    assert speedrun.Triangular.from_config(schedule.get_config()).get_config() == schedule.get_config()
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    labels = np.array([0, 2])
+    smoothed = speedrun.SparseLabelSmoothingCrossentropy(0.2)(labels, probs)
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(np.eye(3)[labels], probs)
+    np.testing.assert_allclose(float(smoothed), float(expected), atol=1e-6)
+    plain = speedrun.SparseLabelSmoothingCrossentropy(0.0)(labels, probs)
+    np.testing.assert_allclose(float(plain), -np.mean(np.log([0.7, 0.8])), atol=1e-6)
+    assert float(smoothed) > float(plain)
+
+
+def test_lookahead_pulls_the_weights_towards_their_average():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    start = model.get_weights()[0].copy()
+    callback = speedrun.Lookahead(total_steps=5, every=5)
+    callback.set_model(model)
+    callback.on_train_begin()
+    moved = start + 1.0
+    for step in range(5):
+        model.set_weights([moved])
+        callback.on_train_batch_end(step)
+    decay = 0.95 ** 5  # at the last step: progress 1
+    np.testing.assert_allclose(model.get_weights()[0], start + (1 - decay) * 1.0, atol=1e-6)
+
+
+def test_planned_epochs_follow_the_data():
+    assert speedrun.planned_epochs(45_000, 512) == 10
+    assert speedrun.planned_epochs(2_000, 32) == 14  # 63 steps an epoch, 880 steps
+    assert speedrun.planned_epochs(100, 16) == speedrun.MAX_EPOCHS
+    with pytest.raises(ValueError, match="n_train=0"):
+        speedrun.planned_epochs(0, 16)
+
+
+def test_fit_speedrun_learns_and_saves_with_its_tta(tiny_datasets, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = mmkeras.create_model("image_airbench", **tiny_datasets.model_kwargs(), image_augmentation="speedrun",
+                                 branch_config=SMALL)
+    assert mmkeras.model_info("image_airbench")["training"] == "speedrun"
+    kernel = keras.ops.convert_to_numpy(model.get_layer("image_whiten").kernel).copy()
+    trained, history, stats = speedrun.fit_speedrun(model, tiny_datasets, epochs=4, verbose=0)
+    assert history["loss"][-1] < history["loss"][0] - 0.01
+    assert stats["tta"] and stats["whitening_images"] == tiny_datasets.size("train")
+    assert not np.allclose(keras.ops.convert_to_numpy(model.get_layer("image_whiten").kernel), kernel)
+    assert unwrap_tta(trained) is model and trained is not model
+    features, _ = mmkeras.training.split_arrays(tiny_datasets, "test")
+    with_tta, without = (mmkeras.training.predict_proba(m, features) for m in (trained, model))
+    assert not np.allclose(with_tta, without)  # the six views are averaged
+    path = tmp_path / "airbench.keras"
+    trained.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(features, verbose=0)["label"],
+                               trained.predict(features, verbose=0)["label"], atol=1e-5)
+
+
+def test_airbench_branch_checks_its_options():
+    with pytest.raises(ValueError, match="widths"):
+        mmkeras.create_model("image_airbench", num_classes=3, branch_config={"widths": (8, 0)})
+    with pytest.raises(ValueError, match="at least 9x9"):
+        mmkeras.create_model("image_airbench", num_classes=3, image_shape=(8, 8, 3))
+
+
+def test_early_fusion_borrows_the_adapted_branch_exactly(tiny_datasets):
+    keras.utils.set_random_seed(0)
+    kwargs = tiny_datasets.model_kwargs()
+    source = mmkeras.create_model("image_airbench", **kwargs, branch_config=SMALL)
+    speedrun.adapt_whitening(source, tiny_datasets)
+    fused = mmkeras.create_model("early_airbench_bilstm", **kwargs, image_config=SMALL, image_init=source)
+    assert fused.get_layer("image_whiten").kernel.shape[2] > source.get_layer("image_whiten").kernel.shape[2]
+    features, _ = mmkeras.training.split_arrays(tiny_datasets, "test")
+    vector = {m: keras.Model(m.input, m.get_layer("image_scale").output) for m in (source, fused)}
+    np.testing.assert_allclose(vector[fused].predict(features, verbose=0),
+                               vector[source].predict(features, verbose=0), atol=1e-4)
