@@ -427,7 +427,7 @@ import user_fusion  # registering the class gives it presets and Keras serializa
 from mmkeras import training
 
 assert "user_sum" in mmkeras.list_fusions()
-assert mmkeras.list_models("user_sum_*") == ["user_sum_cnn_lstm", "user_sum_resnet9_bilstm"]
+assert mmkeras.list_models("user_sum_*") == ["user_sum_airbench_bilstm", "user_sum_cnn_lstm", "user_sum_resnet9_bilstm"]
 info = mmkeras.model_info("user_sum_resnet9_bilstm")
 assert (info["family"], info["fusion"], info["image_branch"], info["text_branch"]) == (
     "fused", "user_sum", "resnet9", "bilstm"), info
