@@ -119,17 +119,6 @@ class Lookahead(keras.callbacks.Callback):
             w.assign(self.average[i])
 
 
-def whitening_layers(model):
-    """The PatchWhitening layers of `model`, nested models included."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, PatchWhitening):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(whitening_layers(layer))
-    return found
-
-
 def adapt_whitening(model, datasets, max_images=WHITENING_IMAGES, seed=0):
     """Adapt `model`'s PatchWhitening layers to up to `max_images` training images (seeded
     sample), each to the pixels it receives. Returns the layers adapted."""
