@@ -38,7 +38,9 @@ import keras
 from mmkeras import training
 from mmkeras.argument_checks import check_positive_int, check_rate
 from mmkeras.data.pipeline import with_modality_dropout
+from mmkeras.frozen_features import fit_frozen_cached
 from mmkeras.models.transfer import freeze_prefix
+from mmkeras.models.tta import unwrap_tta
 
 FUSION_RECIPES = {}
 DEFAULT_FUSION_RECIPE = "experts"
@@ -65,11 +67,12 @@ def list_fusion_recipes():
 
 def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None, text_model=None, epochs=1,
               learning_rate=1e-3, modality_dropout=0.0, seed=0, recipe_options=None, callbacks=None,
-              verbose="auto", **fit_kwargs):
+              verbose="auto", frozen_cache=True, **fit_kwargs):
     """Train fused `model` on `datasets` (a PairedDatasets) with fusion recipe `recipe`.
 
     image_model / text_model: the trained unimodal models its branches were copied from
-    (recipes that use their heads need them). Each fit phase uses a cosine schedule from
+    (recipes that use their heads need them), as saved: an image model wrapped in
+    test-time augmentation is welcome ("experts" keeps the views). Each fit phase uses a cosine schedule from
     its learning rate and modality dropout at `modality_dropout`; `fit_kwargs` (e.g.
     class_weight) reach `training.fit`. Returns (model, history dict, stats): the model may
     be a new one (the "experts" recipe adds heads); stats sum all phases (train_seconds,
@@ -77,6 +80,10 @@ def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None
     `recipe_seconds` (time spent beyond gradient steps, e.g. fitting expert weights), and
     what the recipe reports (e.g. "distill_distance", "modulation").
     recipe_options: the recipe's own keyword arguments (`recipe_option_names(recipe)`).
+    frozen_cache: a phase that trains only layers behind frozen branches computes those
+    branches once over the train and validation splits and fits the rest on the cached
+    features (mmkeras.frozen_features: the same result up to the frozen part's dropout and
+    augmentation, which then do not act; several times faster). Not with modality dropout.
     """
     if recipe not in FUSION_RECIPES:
         raise ValueError(f"Unknown fusion recipe {recipe!r}; expected one of: {', '.join(list_fusion_recipes())}.")
@@ -91,11 +98,18 @@ def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None
     phases = []
 
     def fit(m, phase_epochs, phase_learning_rate):
-        training.compile_model(m, learning_rate=training.cosine_schedule(
-            phase_learning_rate, phase_epochs, datasets.size("train"), datasets.batch_size))
-        train = with_modality_dropout(datasets.train, modality_dropout, seed)
-        history, stats = training.fit(m, dataclasses.replace(datasets, train=train), epochs=phase_epochs,
-                                      callbacks=callbacks, verbose=verbose, **fit_kwargs)
+        schedule = training.cosine_schedule(phase_learning_rate, phase_epochs, datasets.size("train"),
+                                            datasets.batch_size)
+        training.compile_model(m, learning_rate=schedule)
+        fitted = None
+        if frozen_cache and not modality_dropout:  # (modality dropout blanks raw inputs, every epoch anew)
+            fitted = fit_frozen_cached(m, datasets, epochs=phase_epochs, learning_rate=schedule,
+                                       callbacks=callbacks, verbose=verbose, **fit_kwargs)
+        if fitted is None:
+            train = with_modality_dropout(datasets.train, modality_dropout, seed)
+            fitted = training.fit(m, dataclasses.replace(datasets, train=train), epochs=phase_epochs,
+                                  callbacks=callbacks, verbose=verbose, **fit_kwargs)
+        history, stats = fitted
         phases.append((history.history, stats))
         return history.history
 
@@ -113,6 +127,10 @@ def fit_fused(model, datasets, *, recipe=DEFAULT_FUSION_RECIPE, image_model=None
     stats = {"train_seconds": total, "train_samples": samples, "train_samples_per_second": samples / total,
              "epochs": sum(len(h.get("loss", [])) for h, _ in phases), "recipe": recipe,
              "recipe_seconds": total - seconds, **extra}
+    caches = [s["frozen_cache"] for _, s in phases if "frozen_cache" in s]
+    if caches:  # phases whose frozen branches were computed once (mmkeras.frozen_features)
+        stats["frozen_cache"] = {"phases": len(caches), "seconds": sum(c["seconds"] for c in caches),
+                                 "bytes": max(c["bytes"] for c in caches), "tensors": caches[0]["tensors"]}
     return trained, history, stats
 
 
@@ -181,7 +199,8 @@ def distill(model, datasets, *, image_model, text_model, fit, epochs, learning_r
     modality without one is trained but not distilled."""
     from mmkeras.recipe_trainer import RecipeTrainer
 
-    teachers = {m: t for m, t in (("image", image_model), ("text", text_model)) if t is not None}
+    # A teacher's branch vector is read inside its graph: a test-time augmentation wrapper has none.
+    teachers = {m: unwrap_tta(t) for m, t in (("image", image_model), ("text", text_model)) if t is not None}
     if not teachers:
         raise ValueError("Fusion recipe 'distill' needs a trained unimodal model its branches came from to distil: "
                          "image_model, text_model or both. Received neither.")

@@ -124,3 +124,21 @@ def test_a_fusion_that_reads_feature_maps_gets_the_pooled_vectors_rebuilt(tmp_pa
     model.save(tmp_path / "cross.keras")
     loaded = keras.models.load_model(tmp_path / "cross.keras")
     np.testing.assert_allclose(_predict(loaded, features)["label"], out["label"], atol=1e-6)
+
+
+def test_an_image_model_with_test_time_augmentation_is_kept_whole(tiny_datasets, unimodal):
+    # The image expert is the image model as saved, views included: with weights (0, 1, 1)
+    # the product of experts is exactly the product ensemble of the two saved models.
+    from mmkeras.models.tta import with_tta
+
+    image_tta = with_tta(unimodal["image"], shift=1)
+    model = with_unimodal_experts(_fused(tiny_datasets, unimodal), image_tta, unimodal["text"])
+    features = tiny_datasets.features("test")
+    out = _predict(model, features)
+    expected = _predict(image_tta, features)["label"]
+    np.testing.assert_allclose(out["image_label"], expected, atol=1e-5)
+    assert np.abs(out["image_label"] - _predict(unimodal["image"], features)["label"]).max() > 1e-4
+    model.get_layer("experts_product").expert_weights.assign(np.tile([[0.0, 1.0, 1.0]], (4, 1)).astype(np.float32))
+    product = expected * _predict(unimodal["text"], features)["label"]
+    np.testing.assert_allclose(_predict(model, features)["label"], product / product.sum(-1, keepdims=True),
+                               atol=1e-5)

@@ -117,8 +117,10 @@ def train_registered(plan, ds, config, warm):
 
 
 def _train_by_fusion_recipe(model, plan, ds, config, curve, stopper, watchers):
-    """A warm-started fused row trained by its fusion recipe (mmkeras.fusion_recipes)."""
-    sources = {f"{m}_model": _load_branch_source(p) for m, p in plan.warm_start.items()}
+    """A warm-started fused row trained by its fusion recipe (mmkeras.fusion_recipes). The
+    recipe gets the unimodal rows' models as saved, test-time augmentation included: the
+    "experts" recipe keeps the image row's views in its image expert."""
+    sources = {f"{m}_model": _load_source(p) for m, p in plan.warm_start.items()}
     model, history, stats = fusion_recipes.fit_fused(
         model, ds, recipe=plan.fusion_recipe, **sources, epochs=plan.epochs, learning_rate=config.learning_rate,
         modality_dropout=config.modality_dropout, seed=config.seed, class_weight=config.class_weight,

@@ -17,6 +17,7 @@ from keras import ops
 
 from mmkeras.argument_checks import check_positive_int
 from mmkeras.explain.contributions import blank_image, blank_text
+from mmkeras.models.tta import unwrap_tta
 
 EXPERTS = ("fused", "image", "text")
 # Presence states, in the order of ProductOfExperts' weight rows: (image present, text present).
@@ -149,23 +150,28 @@ def with_unimodal_experts(fused, image_model, text_model, *, input_stage=None, n
     `build_fused(image_init=..., text_init=...)`), so each expert head reads the same
     features it was trained on, at no extra cost. With `input_stage` (None: whether a
     fusion layer of `fused` is registered with stage "input"; an early
-    fusion, whose image branch also reads the text) the image model runs whole beside it.
+    fusion, whose image branch also reads the text) the image model runs whole beside it,
+    and so does an image model wrapped in test-time augmentation (`models.with_tta`): the
+    image expert is then exactly the image model as trained and saved, views included,
+    so the product of experts can always do what the product ensemble of the two
+    unimodal models does.
 
     Outputs: "label" (the product of experts, what inference and export use),
     "fused_label" (the fused head), "image_label" and "text_label" (the experts, frozen).
     """
     if input_stage is None:
         input_stage = _has_input_stage_fusion(fused)
+    image_whole = input_stage or unwrap_tta(image_model) is not image_model
     inputs = fused.input
     fused_probabilities = fused.output["label"] if isinstance(fused.output, dict) else fused.output
     experts = {}
     classes = fused_probabilities.shape[-1]
     for modality, source in (("image", image_model), ("text", text_model)):
-        source_classes = _head_layers(source)[-1].units
+        source_classes = _head_layers(unwrap_tta(source))[-1].units
         if source_classes != classes:
             raise ValueError(f"The {modality} expert '{source.name}' answers {source_classes} classes, the fused "
                              f"model '{fused.name}' {classes}: experts must be trained on the same classes.")
-        if modality == "image" and input_stage:
+        if modality == "image" and image_whole:
             source.trainable = False
             experts[modality] = source(inputs)["label"]
         else:
