@@ -128,15 +128,20 @@ def split_frozen(model):
 
 class _WholeModelCallbacks(keras.callbacks.Callback):
     """Runs `callbacks` against the whole model while Keras fits its head: they read and
-    set the whole model's weights (the same variables) and may stop the fit."""
+    set the whole model's weights (the same variables) and may stop the fit. Their
+    `on_train_begin` runs at construction, before the features are extracted: the
+    extraction is part of the training they time."""
 
     def __init__(self, callbacks, model):
         super().__init__()
         self.inner = keras.callbacks.CallbackList(list(callbacks), model=model)
         self.whole = model
+        self.inner.on_train_begin()
 
     def _forward(self, name):
         def call(*args, **kwargs):
+            if name == "on_train_begin":
+                return  # already run
             getattr(self.inner, name)(*args, **kwargs)
             if getattr(self.whole, "stop_training", False):
                 self.model.stop_training = True
@@ -178,11 +183,11 @@ def fit_frozen_cached(model, datasets, *, epochs, learning_rate, callbacks=None,
     n = datasets.size("train") + datasets.size("validation")
     if split is None or split.bytes_per_example() * n > max_bytes:
         return None
+    wrapped = [_WholeModelCallbacks(callbacks, model)] if callbacks else None
     start = time.perf_counter()
     cached = cached_datasets(split, datasets, datasets.batch_size)
     seconds = time.perf_counter() - start
     training.compile_model(split.head, learning_rate=learning_rate)
-    wrapped = [_WholeModelCallbacks(callbacks, model)] if callbacks else None
     history, stats = training.fit(split.head, cached, epochs=epochs, callbacks=wrapped, verbose=verbose,
                                   **fit_kwargs)
     stats = dict(stats, train_seconds=stats["train_seconds"] + seconds,

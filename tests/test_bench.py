@@ -140,6 +140,9 @@ def test_markdown_follows_the_metrics_list(results):
     head, body = table[0], {cells[0].strip(): cells for cells in table[1:]}
     columns = metrics.columns()
     assert [h.strip() for h in head] == ["model", "family"] + [m.title for m in columns]
+    # What each modality adds (accuracy lost when it is blanked) sits beside the accuracy.
+    titles = [m.title for m in columns]
+    assert titles.index("image adds") == titles.index("macro-F1") + 1 == titles.index("text adds") - 1
     for m in res["models"]:
         assert [c.strip() for c in body[m["name"]][2:]] == [metric.cell(m) for metric in columns]
     assert f"| {res['models'][0]['test_accuracy']:.4f} |" in md

@@ -164,6 +164,10 @@ METRICS = (
     Metric("macro_precision", None, ".4f", _score("macro_precision")),
     Metric("macro_recall", None, ".4f", _score("macro_recall")),
     Metric("macro_f1", "macro-F1", ".4f", _score("macro_f1")),
+    # What each modality buys the row, beside its accuracy: accuracy lost when it is
+    # blanked (modality laziness shows as a fused row whose image adds nothing).
+    Metric("contribution/image", "image adds", "+.3f", lambda m: m.contribution("image")),
+    Metric("contribution/text", "text adds", "+.3f", lambda m: m.contribution("text")),
     # What the minority classes get: each class's test recall, and the lowest one in results.md.
     Metric("per_class_recall", None, "", lambda m: m.recalls),
     Metric("worst_class", "worst class", "", _worst_class,
@@ -183,11 +187,7 @@ METRICS = (
            lambda m: measure.predict_ms_per_sample(m.model, m.model_features)),
     Metric("latency_ms_p50", "p50 ms", ".2f", lambda m: measure.latency_p50_ms(m.model, m.model_features)),
     *(Metric(f"robustness/{c}", ROBUSTNESS_TITLES[c], ".3f", _robustness(c)) for c in measure.ROBUSTNESS),
-    # What each modality buys the row: accuracy lost when it is blanked (modality laziness
-    # shows as a fused row whose image adds nothing), and its share of the predictions
-    # (exact Shapley values: mmkeras.explain).
-    Metric("contribution/image", "image adds", "+.3f", lambda m: m.contribution("image")),
-    Metric("contribution/text", "text adds", "+.3f", lambda m: m.contribution("text")),
+    # The modality shares (exact Shapley values: mmkeras.explain), beside the robustness.
     Metric("modality_share/image", "image share", ".2f", lambda m: m.shares and m.shares["image_share"],
            optional=True),
     Metric("modality_share/text", None, ".2f", lambda m: m.shares and m.shares["text_share"], optional=True),
@@ -201,6 +201,8 @@ METRICS = (
     Metric("distill_distance", None, "", _stat("distill_distance"), optional=True),
     Metric("modulation", None, "", _stat("modulation"), optional=True),
     Metric("tta", None, "", _stat("tta"), optional=True),
+    # A fused row whose frozen branches ran once (mmkeras.frozen_features): seconds, bytes, cut tensors.
+    Metric("frozen_cache", None, "", _stat("frozen_cache"), optional=True),
     Metric("confusion_matrix", None, "", lambda m: confusion_matrix(m.test_y, m.predictions,
                                                                     m.num_classes).tolist()),
 )
