@@ -142,3 +142,13 @@ def test_an_image_model_with_test_time_augmentation_is_kept_whole(tiny_datasets,
     product = expected * _predict(unimodal["text"], features)["label"]
     np.testing.assert_allclose(_predict(model, features)["label"], product / product.sum(-1, keepdims=True),
                                atol=1e-5)
+
+
+def test_weights_are_fitted_on_at_most_max_examples(tiny_datasets, unimodal, monkeypatch):
+    model = with_unimodal_experts(_fused(tiny_datasets, unimodal), unimodal["image"], unimodal["text"])
+    features, labels = training.split_arrays(tiny_datasets, "validation")
+    seen = []
+    predict = model.predict
+    monkeypatch.setattr(model, "predict", lambda x, **kw: seen.append(len(x["image"])) or predict(x, **kw))
+    fit_expert_weights(model, features, labels, max_examples=10)
+    assert seen == [10] * len(PRESENCE_STATES) and len(labels) > 10

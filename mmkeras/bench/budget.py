@@ -28,12 +28,13 @@ import mmkeras
 from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.metrics import Measured
+from mmkeras.models.experts import MAX_FIT_EXAMPLES
 
 # Train steps timed per probe (after one untimed step that traces the graph).
 PROBE_STEPS = 3
 # Prediction passes over the validation split of a fusion recipe that fits weights there
 # ("experts": one per presence state), beyond the row's training.
-RECIPE_VALIDATION_PASSES = 4
+RECIPE_VALIDATION_PASSES = 4  # over at most experts.MAX_FIT_EXAMPLES validation pairs
 # Seconds kept back for writing results.json, results.md and the plots.
 REPORT_SECONDS = 15.0
 
@@ -335,7 +336,7 @@ class RunBudget:
         epoch = int(np.ceil(m.n_train / m.batch_size)) * p.step_seconds + m.n_eval * p.per_sample
         # Building and tracing, its recipe's passes and traces, its measurements (and their
         # two timing traces and one for the perturbed predictions).
-        fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * self.n_validation
+        fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * min(self.n_validation, MAX_FIT_EXAMPLES)
                                                    + measurements.samples(m.family, self.n_test))
                  + (3 + bool(m.recipe_passes)) * p.trace_seconds)
         c = self._correction(m.key)
