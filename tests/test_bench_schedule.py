@@ -145,20 +145,3 @@ def test_time_budget_end_to_end(user_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="time_budget=0"):
         run(BenchConfig(data=user_dir, models="seed_text", out=str(tmp_path / "x"), time_budget=0))
 
-
-def test_the_default_run_has_a_default_budget_and_chosen_rows_none():
-    from mmkeras.bench.__main__ import parse_args
-    from mmkeras.bench.config import DEFAULT_MODELS, DEFAULT_RUN_MINUTES
-
-    assert BenchConfig().resolved_time_budget() == DEFAULT_RUN_MINUTES == 30.0
-    assert BenchConfig(models=DEFAULT_MODELS, quick=True).resolved_time_budget() is None  # a smoke run
-    assert BenchConfig(models="image_airbench").resolved_time_budget() is None
-    assert BenchConfig(time_budget=None).resolved_time_budget() is None  # the default run, no limit
-    assert BenchConfig(models="seed_text", time_budget=8).resolved_time_budget() == 8.0
-    assert parse_args([]).time_budget == "auto"
-    assert parse_args(["--time-budget", "none"]).resolved_time_budget() is None
-    assert parse_args(["--time-budget", "12.5"]).resolved_time_budget() == 12.5
-    with pytest.raises(SystemExit):
-        parse_args(["--time-budget", "soon"])
-    with pytest.raises(ValueError, match="Received time_budget='soon'"):
-        BenchConfig(time_budget="soon").resolved_time_budget()

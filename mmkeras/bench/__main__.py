@@ -6,7 +6,7 @@ A manifest (--data my.csv|.tsv|.jsonl|.parquet) takes its columns from --image-c
 
 import argparse
 
-from mmkeras.bench.config import DEFAULT_FUSED, DEFAULT_MODELS, DEFAULT_RUN_MINUTES, BenchConfig
+from mmkeras.bench.config import DEFAULT_FUSED, DEFAULT_MODELS, BenchConfig
 from mmkeras.bench.runner import run
 from mmkeras.data import describe_datasets
 from mmkeras.distribute import STRATEGIES
@@ -26,10 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch of every package row (default: from the data, see docs/benchmark.md, "
                         "Schedules; the recipe rows keep the recipe's 32)")
-    p.add_argument("--time-budget", type=_minutes, default="auto", metavar="MINUTES",
-                   help="finish the whole run within MINUTES: rows are probed, then their epochs cut to fit; "
-                        f"'none': no limit (default 'auto': {DEFAULT_RUN_MINUTES:g} for the default rows, "
-                        "no limit for chosen ones)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="finish the whole run within MINUTES: rows are probed, then their epochs cut to fit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")
@@ -73,15 +71,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     parsed_manifest_options(p, args)  # an option for data that does not read it: a usage error, now
     return BenchConfig(**{k: v for k, v in vars(args).items()})
-
-
-def _minutes(value):
-    if value.lower() in ("none", "auto"):
-        return None if value.lower() == "none" else "auto"
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected minutes, 'none' or 'auto'; received {value!r}") from None
 
 
 def main(argv=None):

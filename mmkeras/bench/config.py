@@ -23,10 +23,6 @@ DEFAULT_FUSED = "gmu_cnn_lstm"
 # larger models gain nothing from bigger batches (image_resnet9: 500 samples/s at 128 and 256).
 DEFAULT_BATCH_SIZE = 128
 SEED_BATCH_SIZE = 512
-# The default run (all default rows) plans itself to finish within this many minutes
-# unless --time-budget says otherwise: without a budget it took 59 minutes on a 64x64
-# set of 6,613 pairs, and the speed-run image row alone takes 22 on CIFAR-10's 45,000.
-DEFAULT_RUN_MINUTES = 30.0
 # --quick: a seeded subset (mmkeras.data.take_subset) and one epoch, for smoke runs.
 QUICK = dict(n_train=1000, n_test=300, epochs=1)
 
@@ -75,26 +71,12 @@ class BenchConfig:
     image_size: int = None
     # Minutes the whole run may take (None: no limit): rows are probed, then their epochs
     # cut to fit (budget.share_budget); results.json records planned and spent seconds.
-    # "auto": DEFAULT_RUN_MINUTES for the default run (the default rows, not --quick),
-    # no limit for a run of chosen rows (see resolved_time_budget).
-    time_budget: object = "auto"
+    time_budget: float = None
 
     def __post_init__(self):
         if self.fusion_recipe not in list_fusion_recipes():
             raise ValueError(f"Unknown fusion_recipe {self.fusion_recipe!r}; expected one of: "
                              f"{', '.join(list_fusion_recipes())}.")
-
-    def resolved_time_budget(self):
-        """The run's budget in minutes, or None (no limit)."""
-        if self.time_budget == "auto":
-            return DEFAULT_RUN_MINUTES if self.models == DEFAULT_MODELS and not self.quick else None
-        if self.time_budget is None:
-            return None
-        if isinstance(self.time_budget, bool) or not isinstance(self.time_budget, (int, float)) \
-                or not self.time_budget > 0:
-            raise ValueError(f"--time-budget must be a number of minutes > 0, 'auto' or None (no limit). "
-                             f"Received time_budget={self.time_budget!r}.")
-        return float(self.time_budget)
 
     def data_options(self):
         """The load_dataset options these settings give (the manifest options set)."""

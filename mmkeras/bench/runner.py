@@ -127,7 +127,8 @@ def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, start
 def run(config):
     """Run the benchmark; writes OUT/results.json, results.md, rows/, plots; returns the results."""
     started = time.perf_counter()  # the time budget counts everything from here
-    minutes = config.resolved_time_budget()  # first: a bad budget fails before anything loads
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise ValueError(f"--time-budget must be a number of minutes > 0. Received time_budget={config.time_budget!r}.")
     # First: multi-worker collectives and device lists must be set before TF starts its devices.
     strategy = distribute.get_strategy(config.strategy)
     if config.quick and config.epochs is None:
@@ -146,9 +147,9 @@ def run(config):
                       validation=ds.size("validation") > 0)
     finished = {p.name: _finished_row(config.out, p.name) for p in plans}
     budget = None
-    if minutes is not None:
+    if config.time_budget is not None:
         with strategy.scope():
-            budget = RunBudget.probe(minutes, started, [p for p in plans if finished[p.name] is None],
+            budget = RunBudget.probe(config.time_budget, started, [p for p in plans if finished[p.name] is None],
                                      ds, config)
     print_plan(plans, finished, ds, budget)
     rows, export = [], report.BestExport()
