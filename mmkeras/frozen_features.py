@@ -20,7 +20,9 @@ caller trains the whole model as usual. Callbacks see the whole model (the bench
 per-epoch test accuracy and best-epoch restore read and set it).
 """
 
+import dataclasses
 import re
+import time
 import warnings
 
 import keras
@@ -43,10 +45,12 @@ class FrozenSplit:
         self.cached = cached  # the head's input names computed by the extractor (not raw inputs)
 
     def features(self, features, batch_size=256):
-        """The head's inputs for a features dict: cached tensors and raw inputs."""
+        """The head's inputs for a features dict: the cut tensors, computed, and the raw
+        inputs the trainable layers read."""
         out = self.extractor.predict(training.select_inputs(self.extractor, features), batch_size=batch_size,
                                      verbose=0)
-        return {name: np.asarray(value) for name, value in out.items()}
+        raw = {k: features[k] for k in self.head.input if k not in out}
+        return {**{name: np.asarray(value) for name, value in out.items()}, **raw}
 
     def bytes_per_example(self):
         return sum(int(np.prod(t.shape[1:])) * np.dtype(t.dtype).itemsize for t in self.extractor.outputs)
@@ -117,7 +121,8 @@ def split_frozen(model):
         base = operation.name if isinstance(operation, keras.layers.InputLayer) else \
             re.sub(r"\W", "_", f"{operation.name}_{node_index}_{index}")
         names[id(t)] = base
-    raw_inputs = {names[id(t)]: t for t in tensors if id(t) not in {id(c) for c in cached}}
+    cut = {id(t) for t in cached}
+    raw_inputs = {names[id(t)]: t for t in tensors if id(t) not in cut}
     with warnings.catch_warnings():  # keys that are not the (automatic) names of the cut tensors
         warnings.simplefilter("ignore", UserWarning)
         extractor = keras.Model(model.input, {names[id(t)]: t for t in cached}, name=f"{model.name}_frozen")
@@ -162,12 +167,8 @@ def cached_datasets(split, datasets, batch_size):
             pipelines[name] = datasets.validation
             continue
         features, labels = training.split_arrays(datasets, name)
-        cached = split.features(features)
-        raw = {k: features[k] for k in split.head.input if k not in cached}
-        pipelines[name] = make_dataset({**cached, **raw}, labels, batch_size=batch_size, shuffle=name == "train",
-                                       seed=datasets.seed)
-    import dataclasses
-
+        pipelines[name] = make_dataset(split.features(features), labels, batch_size=batch_size,
+                                       shuffle=name == "train", seed=datasets.seed)
     return dataclasses.replace(datasets, **pipelines)
 
 
@@ -177,8 +178,6 @@ def fit_frozen_cached(model, datasets, *, epochs, learning_rate, callbacks=None,
     compiled as `training.compile_model` with `learning_rate`. Returns (history, stats) as
     `training.fit` does, stats with "frozen_cache": {"seconds", "bytes", "tensors"}; None
     (nothing done) when the model has no safe cut or the cache would exceed `max_bytes`."""
-    import time
-
     split = split_frozen(model)
     n = datasets.size("train") + datasets.size("validation")
     if split is None or split.bytes_per_example() * n > max_bytes:
