@@ -47,8 +47,9 @@ class FrozenSplit:
     def features(self, features, batch_size=256):
         """The head's inputs for a features dict: the cut tensors, computed, and the raw
         inputs the trainable layers read."""
-        out = self.extractor.predict(training.select_inputs(self.extractor, features), batch_size=batch_size,
-                                     verbose=0)
+        # Through the run's prediction memo, if any: fused rows that borrow the same branches
+        # cut at the same tensors share one extraction.
+        out = training.predict_outputs(self.extractor, features, batch_size=batch_size)
         raw = {k: features[k] for k in self.head.input if k not in out}
         return {**{name: np.asarray(value) for name, value in out.items()}, **raw}
 

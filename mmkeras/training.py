@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras import prediction_memo
 from mmkeras.evaluation import classification_report, per_class_recall
 
 # The fused head is the model's main output; auxiliary heads (multitask) add more keys.
@@ -256,9 +257,19 @@ def fit(model, datasets, epochs=5, callbacks=None, verbose="auto", strategy=None
     return history, stats
 
 
+def predict_outputs(model, features, batch_size=256):
+    """`model.predict` of a features dict (the model's inputs picked by name), answered by
+    the active `prediction_memo` where there is one (a benchmark run)."""
+    memo = prediction_memo.current()
+    features = select_inputs(model, features)
+    if memo is not None:
+        return memo.predict(model, features, batch_size=batch_size)
+    return model.predict(features, batch_size=batch_size, verbose=0)
+
+
 def predict_proba(model, features, batch_size=256):
     """Class probabilities of the main head for a features dict."""
-    out = model.predict(select_inputs(model, features), batch_size=batch_size, verbose=0)
+    out = predict_outputs(model, features, batch_size)
     return np.asarray(out[OUTPUT] if isinstance(out, dict) else out)
 
 

@@ -324,6 +324,23 @@ def test_perturbations():
     assert np.std(p["image_noise_0.3"]["image"]) > np.std(p["image_noise_0.1"]["image"])
 
 
+def test_throughput_timing_stops_after_its_seconds(monkeypatch):
+    from mmkeras.bench import measure
+
+    calls = []
+
+    def fake(model, features):
+        return lambda x: calls.append(len(x["image"])) or {"label": np.zeros((len(x["image"]), 2))}
+
+    monkeypatch.setattr(measure, "inference_fn", fake)
+    feats = {"image": np.zeros((1000, 2, 2, 3), np.float32), "text": np.zeros((1000, 3), np.int32)}
+    assert measure.predict_ms_per_sample(None, feats, batch_size=100, max_seconds=0.0) > 0
+    assert calls == [100, 100, 100]  # warm-up, then the two batches that are always timed
+    calls.clear()
+    measure.predict_ms_per_sample(None, feats, batch_size=100, max_seconds=60.0)
+    assert calls == [100] * 11
+
+
 def test_modality_dropout_blanks_the_expected_fraction():
     n = 2000
     feats = {"image": np.ones((n, 2, 2, 3), np.uint8), "text": np.ones((n, 4), np.int32)}

@@ -171,3 +171,13 @@ def test_bad_arguments(models, features):
         explain.token_attributions(models["seed_concat"], features, steps=0)
     with pytest.raises(ValueError, match="batch_size"):
         explain.modality_contributions(models["seed_concat"], features, batch_size=0)
+
+
+def test_shares_from_passes_are_the_mean_shares(models, features):
+    from mmkeras.explain.contributions import shares_from_passes
+
+    out = explain.modality_contributions(models["seed_concat"], features, all_classes=True)
+    shares = shares_from_passes(out["p_both"], out["p_image_only"], out["p_text_only"], out["p_neither"])
+    expected = explain.mean_modality_shares(models["seed_concat"], features)
+    assert shares["image_share"] == pytest.approx(expected["image_share"], abs=1e-9)
+    assert 0 < shares["image_share"] < 1

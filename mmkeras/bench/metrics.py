@@ -12,8 +12,8 @@ import numpy as np
 from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.strategies import as_is
-from mmkeras.evaluation import classification_report, confusion_matrix, per_class_recall, worst_class_recall
-from mmkeras.explain import mean_modality_shares
+from mmkeras.evaluation import accuracy, classification_report, confusion_matrix, per_class_recall, worst_class_recall
+from mmkeras.explain.contributions import shares_from_passes
 
 
 class Measured:
@@ -80,9 +80,16 @@ class Measured:
         return {k: v[rows] for k, v in self.test_x.items()}, self.test_y[rows]
 
     @functools.cached_property
+    def perturbed(self):
+        """measure.perturbations of the subset (the same arrays for every pass that reads
+        them: the run's prediction memo recognises them)."""
+        return measure.perturbations(self.subset[0], self.seed)
+
+    @functools.cached_property
     def robustness(self):
         """Accuracy under each perturbation, on the seeded subset."""
-        return measure.robustness(self.trained.predict, *self.subset, self.seed)
+        labels = self.subset[1]
+        return {name: accuracy(labels, self.trained.predict(feats)) for name, feats in self.perturbed.items()}
 
     @functools.cached_property
     def subset_accuracy(self):
@@ -100,7 +107,11 @@ class Measured:
         other features than the package's, the recipe rows)."""
         if self.trained.prepare is not as_is:
             return None
-        return mean_modality_shares(self.model, self.subset[0])
+        # The four passes: clean, and the robustness measures' blanked copies (text missing:
+        # image only; image missing: text only; both blanked).
+        text_missing, image_missing = self.perturbed["text_missing"], self.perturbed["image_missing"]
+        passes = (self.subset[0], text_missing, image_missing, dict(image_missing, text=text_missing["text"]))
+        return shares_from_passes(*(training.predict_proba(self.model, f) for f in passes))
 
 
 @dataclasses.dataclass(frozen=True)

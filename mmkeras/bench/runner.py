@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from mmkeras import distribute
+from mmkeras import distribute, prediction_memo
 from mmkeras.bench import analyses, plots, report
 from mmkeras.bench import budget as budget_module
 from mmkeras.bench.budget import RunBudget
@@ -25,6 +25,7 @@ from mmkeras.bench.strategies import STRATEGIES
 from mmkeras.bench.warm_starts import WarmStarts, source_name
 from mmkeras.data import load_dataset, make_datasets, take_subset
 from mmkeras.manifest_options import check_manifest_options
+from mmkeras.prediction_memo import PredictionMemo
 
 
 def load_data(spec, seed=0, quick=False, options=None):
@@ -124,6 +125,30 @@ def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, start
     return row, model
 
 
+def _run_rows(plans, finished, ds, config, warm, strategy, budget, started, rows, export):
+    """Train (or read back) and measure every row in order, appending to `rows`; the models
+    later rows borrow are saved as they finish."""
+    for i, plan in enumerate(tqdm(plans, desc="benchmark", unit="model")):
+        path = os.path.join(config.out, "rows", f"{plan.name}.json")
+        row, model = finished[plan.name], None
+        if row is not None:  # finished in an earlier run: resume
+            print(f"\n== [{i + 1}/{len(plans)}] {plan.name}: reusing {path} ({_reused(row)})")
+        else:
+            row, model = _train_row(plan, [p.name for p in plans[i:] if finished[p.name] is None], ds, config,
+                                    warm, strategy, budget, f"{i + 1}/{len(plans)}", started)
+            if row.get("degenerate"):
+                print(f"WARNING: row {plan.name} is degenerate: {row['degenerate']}")
+            if plan.saved_model:
+                model.save(plan.saved_model)  # later rows (and resumed runs) start from it
+            report.write_json(path, row)
+        rows.append(row)
+        saved = plan.saved_model if plan.saved_model and os.path.isfile(plan.saved_model) else None
+        for modality in plan.branches if saved else ():
+            warm.record(modality, saved, row["test_accuracy"])
+        if config.export and plan.strategy != "recipe":
+            export.offer(row, model if model is not None else saved)
+
+
 def run(config):
     """Run the benchmark; writes OUT/results.json, results.md, rows/, plots; returns the results."""
     started = time.perf_counter()  # the time budget counts everything from here
@@ -153,25 +178,9 @@ def run(config):
                                      ds, config)
     print_plan(plans, finished, ds, budget)
     rows, export = [], report.BestExport()
-    for i, plan in enumerate(tqdm(plans, desc="benchmark", unit="model")):
-        path = os.path.join(config.out, "rows", f"{plan.name}.json")
-        row, model = finished[plan.name], None
-        if row is not None:  # finished in an earlier run: resume
-            print(f"\n== [{i + 1}/{len(plans)}] {plan.name}: reusing {path} ({_reused(row)})")
-        else:
-            row, model = _train_row(plan, [p.name for p in plans[i:] if finished[p.name] is None], ds, config,
-                                    warm, strategy, budget, f"{i + 1}/{len(plans)}", started)
-            if row.get("degenerate"):
-                print(f"WARNING: row {plan.name} is degenerate: {row['degenerate']}")
-            if plan.saved_model:
-                model.save(plan.saved_model)  # later rows (and resumed runs) start from it
-            report.write_json(path, row)
-        rows.append(row)
-        saved = plan.saved_model if plan.saved_model and os.path.isfile(plan.saved_model) else None
-        for modality in plan.branches if saved else ():
-            warm.record(modality, saved, row["test_accuracy"])
-        if config.export and plan.strategy != "recipe":
-            export.offer(row, model if model is not None else saved)
+    with prediction_memo.active(PredictionMemo()) as memo:
+        _run_rows(plans, finished, ds, config, warm, strategy, budget, started, rows, export)
+    print(f"Prediction memo: {memo.hits} model predictions answered from memory, {memo.misses} computed")
     results = {"dataset": data.name, "data": report.data_record(config.data, data),
                "class_weight": config.class_weight, "num_classes": ds.num_classes, "n_train": ds.size("train"),
                "n_test": ds.size("test"), "image_shape": list(ds.image_shape),
@@ -184,7 +193,8 @@ def run(config):
                # The whole run's cost, resumed parts included: rows, their measurements, pretraining.
                "wall_seconds": None if any("wall_seconds" not in r for r in rows)
                else sum(r["wall_seconds"] for r in rows) + sum(p["total_seconds"] for p in pretrain_info),
-               "budget": None if budget is None else budget.record()}
+               "budget": None if budget is None else budget.record(),
+               "prediction_memo": {"hits": memo.hits, "misses": memo.misses}}
     report.write_json(os.path.join(config.out, "results.json"), results)
     with open(os.path.join(config.out, "results.md"), "w", encoding="utf-8") as f:
         f.write(report.results_markdown(results))

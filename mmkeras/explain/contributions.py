@@ -120,7 +120,19 @@ def mean_modality_shares(model, features, *, batch_size=256):
     modality matters carries no weight, instead of an undefined one.
     """
     out = modality_contributions(model, features, batch_size=batch_size)
-    image, text = np.abs(out["image"]).sum(), np.abs(out["text"]).sum()
+    return _ratio_of_sums(out["image"], out["text"])
+
+
+def shares_from_passes(p_both, p_image_only, p_text_only, p_neither):
+    """`mean_modality_shares` from the four passes' class probabilities (N, C) already
+    computed (e.g. with the robustness measures' blanked copies of the same examples)."""
+    passes = [np.asarray(p, np.float64) for p in (p_both, p_image_only, p_text_only, p_neither)]
+    class_id = passes[0].argmax(axis=-1)[:, None]
+    return _ratio_of_sums(*shapley(*(np.take_along_axis(p, class_id, axis=-1)[:, 0] for p in passes)))
+
+
+def _ratio_of_sums(phi_image, phi_text):
+    image, text = np.abs(phi_image).sum(), np.abs(phi_text).sum()
     total = image + text
     if total == 0:
         return {"image_share": float("nan"), "text_share": float("nan")}

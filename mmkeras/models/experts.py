@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from mmkeras import training
 from mmkeras.argument_checks import check_positive_int
 from mmkeras.explain.contributions import blank_image, blank_text
 from mmkeras.models.tta import unwrap_tta
@@ -251,7 +252,7 @@ def fit_expert_weights(model, features, labels, batch_size=256, max_examples=MAX
     heads = ("fused_label", "image_label", "text_label")
     table = np.zeros((len(PRESENCE_STATES), len(EXPERTS)), np.float32)
     for i, state in enumerate(PRESENCE_STATES):
-        out = model.predict(blanked(features, state), batch_size=batch_size, verbose=0)
+        out = training.predict_outputs(model, blanked(features, state), batch_size=batch_size)
         logs = np.stack([np.log(np.clip(out[h].astype(np.float64), _LOG_FLOOR, 1.0)) for h in heads], axis=1)
         table[i] = _fit_state(logs, labels)
     layer.expert_weights.assign(table)
