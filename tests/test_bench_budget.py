@@ -105,6 +105,25 @@ def test_warm_started_fused_rows_of_one_stage_share_a_probe():
     assert probe_key(scratch[0]) != probe_key(scratch[1])
 
 
+def test_a_row_on_cached_features_is_probed_on_its_trainable_part(tiny_datasets):
+    import dataclasses
+
+    from mmkeras.bench.budget import _probe_plan
+
+    plan = RowPlan("seed_concat", "seed_concat", "registered", "fused", batch_size=16, epochs=2,
+                   warm_start={"image": "image.keras", "text": "text.keras"}, fusion_recipe="experts")
+    cached = _probe_plan(plan, tiny_datasets, BenchConfig())
+    whole = _probe_plan(plan, tiny_datasets, BenchConfig(modality_dropout=0.3))  # no cache with dropout
+    assert cached.extract_per_sample > 0 and whole.extract_per_sample == 0
+    # The extraction is paid once per kind of row: by its first row only.
+    budget = _budget(60.0)
+    budget.probes[("warm",)] = dataclasses.replace(budget.probes[("warm",)], extract_per_sample=1e-3)
+    budget.models["fused_2"] = dataclasses.replace(budget.models["fused"], name="fused_2", extracts=False)
+    first, second = (budget.cost(n, budget.full) for n in ("fused", "fused_2"))
+    assert first.fixed_seconds - second.fixed_seconds == pytest.approx(
+        1e-3 * (7200 + 2800 + budget.full.samples("fused", 2000)))
+
+
 def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, capsys):
     cfg = BenchConfig(data=user_dir, models="seed_image,seed_text,ensemble_product", out=str(tmp_path),
                       vocab_size=50, sequence_length=6, time_budget=0.5)

@@ -28,7 +28,9 @@ import mmkeras
 from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.metrics import Measured
+from mmkeras.frozen_features import split_frozen
 from mmkeras.models.experts import MAX_FIT_EXAMPLES
+from mmkeras.models.transfer import freeze_prefix
 
 # Train steps timed per probe (after one untimed step that traces the graph).
 PROBE_STEPS = 3
@@ -192,6 +194,10 @@ class Probe:
     build_seconds: float  # building, compiling and tracing the train step
     per_sample: float  # predicting one example
     trace_seconds: float  # tracing a prediction
+    # A row that trains on cached frozen features (mmkeras.frozen_features): the steps and
+    # predictions above are its trainable part's; computing the frozen part costs this per
+    # example, once per run for all rows of its kind (the prediction memo shares it).
+    extract_per_sample: float = 0.0
 
 
 def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build_seconds=0.0):
@@ -232,20 +238,45 @@ def probe_key(plan):
     return ("row", plan.name)
 
 
-def _probe_plan(plan, ds):
-    """A Probe of `plan`, on an untrained copy of its model."""
+# Fusion recipes whose (first) fit trains only what follows the frozen branches, on cached
+# features (fusion_recipes.fit_fused with frozen_cache), and the branches they freeze.
+CACHED_RECIPES = {"frozen": (), "experts": ("text",)}
+
+
+def _cached_split(plan, model, config):
+    """The FrozenSplit a warm-started row of `plan` trains through (None: the whole model)."""
+    if not plan.warm_start or plan.fusion_recipe not in CACHED_RECIPES or config.modality_dropout:
+        return None
+    for prefix in CACHED_RECIPES[plan.fusion_recipe]:
+        freeze_prefix(model, prefix)
+    return split_frozen(model)
+
+
+def _probe_plan(plan, ds, config):
+    """A Probe of `plan`, on an untrained copy of its model (of its trainable part, for a
+    row that trains on cached frozen features)."""
     from mmkeras.bench import strategies
 
     prepare, start = (lambda f: f), time.perf_counter()
+    features, labels = training.split_arrays(ds, "train", np.arange(min(plan.batch_size, ds.size("train"))))
+    extract = 0.0
     if plan.strategy == "recipe":  # compiled as recipe.fit_recipe does
         model = strategies.build_recipe(plan, ds)
         model.compile(optimizer="adam", loss={"label": "sparse_categorical_crossentropy"})
         prepare = strategies.recipe_text
     else:
-        model = training.compile_model(strategies.build_registered(plan, ds, with_sources=False))
+        model = strategies.build_registered(plan, ds, with_sources=False)
+        split = _cached_split(plan, model, config)
+        if split is not None:
+            split.features(features)  # traces the extraction
+            timed = time.perf_counter()
+            features = split.features(features)
+            extract = (time.perf_counter() - timed) / len(labels)
+            model = split.head
+        training.compile_model(model)
     build = time.perf_counter() - start
-    features, labels = training.split_arrays(ds, "train", np.arange(min(plan.batch_size, ds.size("train"))))
-    return probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
+    probe = probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
+    return dataclasses.replace(probe, extract_per_sample=extract)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +293,7 @@ class RowModel:
     batch_size: int = None
     recipe_passes: int = 0  # validation passes of its fusion recipe
     members: tuple = ()  # ensembles: the probe keys of the rows whose predictions they combine
+    extracts: bool = True  # it pays its kind's frozen-feature extraction (the kind's first row)
 
 
 def _row_model(plan, plans, ds, keys):
@@ -305,8 +337,12 @@ class RunBudget:
         probes = {}
         for plan in plans:
             if plan.strategy != "ensemble" and keys[plan.name] not in probes:
-                probes[keys[plan.name]] = _probe_plan(plan, ds)
+                probes[keys[plan.name]] = _probe_plan(plan, ds, config)
         rows = {p.name: _row_model(p, plans, ds, keys) for p in plans}
+        first = {}  # probe key -> its first row: the one that computes the kind's frozen features
+        for m in rows.values():
+            first.setdefault(m.key, m.name)
+        rows = {n: dataclasses.replace(m, extracts=first[m.key] == n) for n, m in rows.items()}
         return cls(minutes, started, rows, probes, time.perf_counter() - start, n_test=ds.size("test"),
                    n_validation=ds.size("validation"), full=full_measurements(config))
 
@@ -339,6 +375,8 @@ class RunBudget:
         fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * min(self.n_validation, MAX_FIT_EXAMPLES)
                                                    + measurements.samples(m.family, self.n_test))
                  + (3 + bool(m.recipe_passes)) * p.trace_seconds)
+        if m.extracts:  # the frozen part over every split and the perturbed subset, once per kind
+            fixed += p.extract_per_sample * (m.n_train + m.n_eval + measurements.samples(m.family, self.n_test))
         c = self._correction(m.key)
         return RowCost(name, m.epochs, epoch * c, fixed * c, borrowed=m.borrowed)
 
