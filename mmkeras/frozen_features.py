@@ -144,6 +144,10 @@ class _WholeModelCallbacks(keras.callbacks.Callback):
         self.whole = model
         self.inner.on_train_begin()
 
+    def set_params(self, params):  # the fit's epochs and steps, which callbacks may read
+        super().set_params(params)
+        self.inner.set_params(params)
+
     def _forward(self, name):
         def call(*args, **kwargs):
             if name == "on_train_begin":

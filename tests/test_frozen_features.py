@@ -53,6 +53,7 @@ class _Seen(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.models.append(self.model)
         self.epochs += 1
+        self.planned = self.params["epochs"]  # the fit's parameters reach the callbacks
         self.model.stop_training = epoch >= 1  # stops the fit after its second epoch
 
 
@@ -66,6 +67,7 @@ def test_fitting_the_head_trains_the_model_and_leaves_frozen_layers(tiny_dataset
                                        verbose=0)
     assert all(m is model for m in seen.models)  # callbacks read and set the whole model
     assert seen.epochs == 2 and len(history.history["loss"]) == 2  # and may stop the fit
+    assert seen.planned == 4
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert not np.allclose(model.get_layer("label").kernel.numpy(), label_before)
     for before, after in zip(frozen_before, model.get_layer("image_conv").weights):
