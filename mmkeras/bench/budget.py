@@ -9,9 +9,8 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
    construction); results.json says what was reduced;
 2. then epochs are cut, rows never: rows whose models later rows borrow (a fused row's
    warm start, an ensemble's members) are served first, up to their schedule; the other
-   rows share what is left. Within each group the seconds are shared max-min fairly: a
-   row whose whole schedule costs less than the common level keeps it, the others are
-   cut to the level (at least `min_epochs`). If even that overruns, the plan says so.
+   rows share what is left, each keeping the same fraction of its planned epochs, at
+   least `min_epochs`. If even that overruns, the plan says so.
 
 The runner shares again before every row with what is left, the estimates of each kind
 of row corrected by what the finished rows of that kind really cost; a row whose training
@@ -157,44 +156,23 @@ def _total(costs, epochs):
     return sum(c.seconds(epochs[c.name]) for c in costs)
 
 
-def _epochs_within(cost, seconds):
-    """The most epochs of `cost` (between its minimum and its schedule) within `seconds`."""
-    if cost.epoch_seconds <= 0:
-        return cost.epochs
-    fit = int((seconds - cost.fixed_seconds) / cost.epoch_seconds + 1e-9)
-    return min(cost.epochs, max(cost.min_epochs, fit))
-
-
-def _fill(costs, seconds):
-    """{name: epochs} of `costs` within `seconds`, shared max-min fairly: every row may
-    spend up to one common level of seconds, a row that needs less keeps its whole
-    schedule (a text row's 20 epochs cost less than one image epoch: cutting them buys
-    nothing), and seconds the level leaves go to the rows still cut, one epoch at a time,
-    cheapest first."""
-    epochs = {c.name: _epochs_within(c, 0.0) for c in costs}
-    if _total(costs, epochs) > seconds:
-        return epochs
-    low, high = 0.0, max(c.seconds(c.epochs) for c in costs)
-    for _ in range(60):  # the total is monotone in the level: bisect it
+def _largest_fraction(costs, seconds):
+    """The largest common fraction of their planned epochs that `costs` fit in `seconds`."""
+    if _total(costs, _epochs_at(costs, 1.0)) <= seconds:
+        return 1.0
+    low, high = 0.0, 1.0  # the fit is monotone in the fraction: bisect it
+    for _ in range(40):
         mid = (low + high) / 2
-        low, high = (mid, high) if _total(costs, {c.name: _epochs_within(c, mid) for c in costs}) <= seconds \
-            else (low, mid)
-    epochs = {c.name: _epochs_within(c, low) for c in costs}
-    left = seconds - _total(costs, epochs)
-    for cost in sorted(costs, key=lambda c: c.epoch_seconds):
-        while epochs[cost.name] < cost.epochs and cost.epoch_seconds <= left:
-            epochs[cost.name] += 1
-            left -= cost.epoch_seconds
-    return epochs
+        low, high = (mid, high) if _total(costs, _epochs_at(costs, mid)) <= seconds else (low, mid)
+    return low
 
 
 def share_budget(costs, budget_seconds):
     """({row name: epochs} that fit `budget_seconds`, whether even the minimum overruns).
 
-    Rows marked `borrowed` are served first: they share what is left with every other row
-    at its minimum; the others then share the rest. Within each group the seconds are
-    shared max-min fairly (`_fill`). No row gets fewer than its `min_epochs` or more than
-    planned.
+    Rows marked `borrowed` keep the largest common fraction of their planned epochs that
+    fits with every other row at its minimum; the others then share what is left the same
+    way. No row gets fewer than its `min_epochs` or more than planned.
     """
     if budget_seconds is None or _total(costs, _epochs_at(costs, 1.0)) <= budget_seconds:
         return _epochs_at(costs, 1.0), False
@@ -202,9 +180,9 @@ def share_budget(costs, budget_seconds):
     if _total(costs, epochs) > budget_seconds:
         return epochs, True
     for tier in ([c for c in costs if c.borrowed], [c for c in costs if not c.borrowed]):
-        if tier:
-            others = [c for c in costs if c not in tier]
-            epochs.update(_fill(tier, budget_seconds - _total(others, epochs)))
+        others = [c for c in costs if c not in tier]
+        fraction = _largest_fraction(tier, budget_seconds - _total(others, epochs))
+        epochs.update(_epochs_at(tier, fraction))
     return epochs, False
 
 
