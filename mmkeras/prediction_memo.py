@@ -7,12 +7,13 @@ beside its own head, and every ensemble holds both unimodal rows; each row then 
 the same image model on the same test, robustness and validation arrays, and on 2 CPU
 cores those passes cost several minutes per row. With a memo active, `predict` answers a
 model it has seen on arrays it has seen from memory, and evaluates a model whose nested
-frozen models read the raw inputs as: the nested models through the memo, then only the
-rest of the graph (a functional model cut at their outputs), never the nested models again.
+frozen models read the raw inputs (or, while it trains, whose frozen part feeds its
+trainable layers: borrowed branches) as: those parts through the memo, then only the
+rest of the graph (a functional model cut at their outputs), never those parts again.
 
-A model is recognised by what it computes, not by the Python object: its architecture
-(`get_config` without its own name and without trainable flags, which do not change
-inference) and the bytes of its weights. Arrays are recognised by their bytes. A changed
+A model is recognised by what it computes, not by the Python object: its graph, each
+operation's class, configuration (without names and trainable flags, which do not change
+inference) and weights, and what each reads. Arrays are recognised by their bytes. A changed
 weight or a changed pixel is a different key; the memo can only miss, never answer for
 another model or other data. Answers equal `model.predict`'s up to float rounding (the
 same layers on the same batches; tested).
