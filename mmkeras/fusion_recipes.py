@@ -44,6 +44,10 @@ from mmkeras.models.tta import unwrap_tta
 
 FUSION_RECIPES = {}
 DEFAULT_FUSION_RECIPE = "experts"
+# Recipes whose training is one fit of what follows frozen borrowed branches (so it runs
+# on cached features: frozen_features), and the branch prefixes each freezes beyond the
+# image branch the fused model was built with frozen. budget.py prices rows by it.
+FROZEN_FIT_RECIPES = {"frozen": (), "experts": ("text",)}
 
 
 def register_fusion_recipe(name):
@@ -176,7 +180,8 @@ def experts(model, datasets, *, image_model, text_model, fit, epochs, learning_r
     # The experts' heads read the fused model's branch features: those must stay the ones
     # the heads were trained on, so the text branch is frozen too (the image branch already
     # is, except after an input-stage fusion, whose image expert runs beside it).
-    freeze_prefix(model, "text")
+    for prefix in FROZEN_FIT_RECIPES["experts"]:
+        freeze_prefix(model, prefix)
     fit(model, epochs, learning_rate)
     combined = with_unimodal_experts(model, image_model, text_model)
     features, labels = training.split_arrays(datasets, "validation")

@@ -220,7 +220,8 @@ class _Cut:
             operation, node_index, _ = tensor._keras_history
             if id(tensor) not in inputs and tensor is operation._inbound_nodes[node_index].output_tensors[0]:
                 calls[id(operation)] += 1
-        self.reads = [n for n in self.reads if any(inputs.get(key) == n for key in tensors)]
+        read = {inputs[key] for key in tensors if key in inputs}
+        self.reads = [n for n in self.reads if n in read]
         frozen = _frozen_tensors(model, tensors, inputs) if model.trainable_weights else set()
 
         def memoisable(operation, node_index):

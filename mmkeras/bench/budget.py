@@ -29,6 +29,7 @@ from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.metrics import Measured
 from mmkeras.frozen_features import split_frozen
+from mmkeras.fusion_recipes import FROZEN_FIT_RECIPES
 from mmkeras.models.experts import MAX_FIT_EXAMPLES
 from mmkeras.models.transfer import freeze_prefix
 
@@ -238,16 +239,11 @@ def probe_key(plan):
     return ("row", plan.name)
 
 
-# Fusion recipes whose (first) fit trains only what follows the frozen branches, on cached
-# features (fusion_recipes.fit_fused with frozen_cache), and the branches they freeze.
-CACHED_RECIPES = {"frozen": (), "experts": ("text",)}
-
-
 def _cached_split(plan, model, config):
     """The FrozenSplit a warm-started row of `plan` trains through (None: the whole model)."""
-    if not plan.warm_start or plan.fusion_recipe not in CACHED_RECIPES or config.modality_dropout:
+    if not plan.warm_start or plan.fusion_recipe not in FROZEN_FIT_RECIPES or config.modality_dropout:
         return None
-    for prefix in CACHED_RECIPES[plan.fusion_recipe]:
+    for prefix in FROZEN_FIT_RECIPES[plan.fusion_recipe]:
         freeze_prefix(model, prefix)
     return split_frozen(model)
 

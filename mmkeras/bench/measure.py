@@ -56,9 +56,11 @@ def perturbations(features, seed=0):
     }
 
 
-def robustness(predict, features, labels, seed=0):
-    """Accuracy under each perturbation; `predict(features) -> class ids`."""
-    return {name: accuracy(labels, predict(feats)) for name, feats in perturbations(features, seed).items()}
+def robustness(predict, features, labels, seed=0, perturbed=None):
+    """Accuracy under each perturbation; `predict(features) -> class ids`. `perturbed`:
+    `perturbations(features, seed)` if already made (their arrays are reused as they are)."""
+    perturbed = perturbations(features, seed) if perturbed is None else perturbed
+    return {name: accuracy(labels, predict(feats)) for name, feats in perturbed.items()}
 
 
 # model -> {feature layout: its traced inference}: the throughput and the latency of a row

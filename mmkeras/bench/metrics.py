@@ -12,7 +12,7 @@ import numpy as np
 from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.strategies import as_is
-from mmkeras.evaluation import accuracy, classification_report, confusion_matrix, per_class_recall, worst_class_recall
+from mmkeras.evaluation import classification_report, confusion_matrix, per_class_recall, worst_class_recall
 from mmkeras.explain.contributions import shares_from_passes
 
 
@@ -88,8 +88,7 @@ class Measured:
     @functools.cached_property
     def robustness(self):
         """Accuracy under each perturbation, on the seeded subset."""
-        labels = self.subset[1]
-        return {name: accuracy(labels, self.trained.predict(feats)) for name, feats in self.perturbed.items()}
+        return measure.robustness(self.trained.predict, *self.subset, self.seed, perturbed=self.perturbed)
 
     @functools.cached_property
     def subset_accuracy(self):
