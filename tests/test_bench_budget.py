@@ -52,11 +52,11 @@ def test_measurement_is_reduced_before_epochs_are_cut():
     need = {name: sum(c.seconds(c.epochs) for c in costs) for name, costs in (("full", full), ("reduced", reduced))}
     assert need["reduced"] < need["full"] - 10  # 2,000 -> 512 pairs, no unimodal shares: seconds saved
     # Enough for everything: full measurements, every epoch.
-    epochs, over, _ = budget.share(["image", "fused"])
+    epochs, over, _, _ = budget.share(["image", "fused"])
     assert budget.measurements == budget.full and epochs == {"image": 10, "fused": 6} and not over
     # Enough only with reduced measurements: reduced, and still every epoch.
     budget = _budget((need["reduced"] + need["full"]) / 2 / 60 + 15 / 60)
-    epochs, over, _ = budget.share(["image", "fused"])
+    epochs, over, _, _ = budget.share(["image", "fused"])
     assert budget.measurements == REDUCED and epochs == {"image": 10, "fused": 6} and not over
     assert budget.measurements.reductions(budget.full, 2000) == [
         "robustness, image/text adds and shares on 512 test pairs (not 2,000)",
@@ -64,7 +64,7 @@ def test_measurement_is_reduced_before_epochs_are_cut():
         "no Shapley shares for image-only and text-only rows (1 and 0 by construction)"]
     # Less: reduced measurements and cut epochs; once reduced, it stays reduced.
     budget.seconds = need["reduced"] / 2 + 15
-    epochs, over, _ = budget.share(["image", "fused"])
+    epochs, over, _, _ = budget.share(["image", "fused"])
     assert budget.measurements == REDUCED and epochs["image"] < 10 and not over
     budget.seconds = 3600.0
     budget.share(["image", "fused"])
@@ -89,23 +89,17 @@ def test_corrections_follow_the_kind_of_row():
         2 * _budget(60.0).cost("image", budget.measurements).epoch_seconds)
 
 
-def test_warm_started_fused_rows_of_one_stage_share_a_probe():
+def test_every_trained_row_has_its_own_probe():
+    # One probe per fusion stage priced co-attention (token sequences) as concatenation
+    # (pooled vectors): an eighth of its cost.
     warm = {"image": "rows/image_resnet9.keras", "text": "rows/text_bilstm.keras"}
-    branches = {"image": "resnet9", "text": "bilstm"}
-
-    def fused(name, **kw):
-        return RowPlan(name, name, "registered", "fused", **{"batch_size": 128, **kw}, epochs=6,
-                       warm_start=warm, branches=branches, fusion_recipe="experts")
-
-    keys = {n: probe_key(fused(n)) for n in ("concat_resnet9_bilstm", "gmu_resnet9_bilstm", "early_resnet9_bilstm")}
-    assert keys["concat_resnet9_bilstm"] == keys["gmu_resnet9_bilstm"] != keys["early_resnet9_bilstm"]
-    assert probe_key(fused("gmu_resnet9_bilstm", batch_size=64)) != keys["gmu_resnet9_bilstm"]
-    # Rows trained from scratch are probed one by one.
-    scratch = [RowPlan(n, n, "registered", "fused", batch_size=128, epochs=6) for n in ("seed_concat", "gmu_cnn_lstm")]
-    assert probe_key(scratch[0]) != probe_key(scratch[1])
+    plans = [RowPlan(n, n, "registered", "fused", batch_size=128, epochs=6, warm_start=warm,
+                     fusion_recipe="experts") for n in ("concat_resnet9_bilstm", "co_attention_resnet9_bilstm")]
+    plans.append(RowPlan("seed_concat", "seed_concat", "registered", "fused", batch_size=128, epochs=6))
+    assert len({probe_key(p) for p in plans}) == 3
 
 
-def test_a_row_on_cached_features_is_probed_on_its_trainable_part(tiny_datasets):
+def test_rows_that_cut_the_same_features_extract_them_once(tiny_datasets):
     import dataclasses
 
     from mmkeras.bench.budget import _probe_plan
@@ -115,13 +109,62 @@ def test_a_row_on_cached_features_is_probed_on_its_trainable_part(tiny_datasets)
     cached = _probe_plan(plan, tiny_datasets, BenchConfig())
     whole = _probe_plan(plan, tiny_datasets, BenchConfig(modality_dropout=0.3))  # no cache with dropout
     assert cached.extract_per_sample > 0 and whole.extract_per_sample == 0
-    # The extraction is paid once per kind of row: by its first row only.
+    assert cached.extract_key is not None and whole.extract_key is None
+    assert _probe_plan(plan, tiny_datasets, BenchConfig()).extract_key == cached.extract_key
+    # Two rows that cut the same features: the first pays the extraction, the second not;
+    # once the first has run, neither does a later one.
     budget = _budget(60.0)
-    budget.probes[("warm",)] = dataclasses.replace(budget.probes[("warm",)], extract_per_sample=1e-3)
-    budget.models["fused_2"] = dataclasses.replace(budget.models["fused"], name="fused_2", extracts=False)
-    first, second = (budget.cost(n, budget.full) for n in ("fused", "fused_2"))
+    budget.probes[("warm",)] = dataclasses.replace(budget.probes[("warm",)], extract_per_sample=1e-3,
+                                                   extract_key=("same",))
+    budget.models["fused_2"] = dataclasses.replace(budget.models["fused"], name="fused_2")
+    first, second = budget._costs(["fused", "fused_2"], budget.full)
     assert first.fixed_seconds - second.fixed_seconds == pytest.approx(
         1e-3 * (7200 + 2800 + budget.full.samples("fused", 2000)))
+    budget.start_row(RowPlan("fused", "fused", "registered", "fused", batch_size=128, epochs=6), ["fused", "fused_2"])
+    budget.finish_row("fused", first.seconds(6), 6)  # as estimated: no correction
+    assert budget._costs(["fused_2"], budget.full)[0].fixed_seconds == pytest.approx(second.fixed_seconds)
+
+
+def test_rows_are_left_out_only_when_even_their_fewest_epochs_overrun():
+    budget = _budget(60.0)
+    for name in ("fused_2", "fused_3"):
+        budget.models[name] = RowModel(name, ("warm",), "fused", 6, False, 7200, 2800, batch_size=128)
+    names = ["image", "fused", "fused_2", "fused_3"]
+    floor = {c.name: c.seconds(c.min_epochs) for c in budget._costs(names, REDUCED)}
+    # Enough for every row at its minimum: nothing left out.
+    budget.seconds = sum(floor.values()) + 15 + 5
+    epochs, over, _, skipped = budget.share(names)
+    assert skipped == [] and not over and set(epochs) == set(names)
+    # Not enough: rows no later row borrows are left out until the rest fit; never the
+    # borrowed image row.
+    budget.seconds = floor["image"] + floor["fused"] + 15 + 5
+    epochs, over, seconds, skipped = budget.share(names)
+    assert len(skipped) == 2 and "image" not in skipped and not over
+    assert set(epochs) == set(names) - set(skipped) and sum(seconds.values()) <= budget.left()
+    # The row being started is left out: start_row says so, and the budget records why.
+    plan, _ = budget.start_row(RowPlan(skipped[0], skipped[0], "registered", "fused", batch_size=128, epochs=6),
+                               names[names.index(skipped[0]):])
+    assert plan is None and "fewest epochs" in budget.skipped[skipped[0]] and skipped[0] in budget.record()["skipped"]
+    # Even the borrowed row alone overruns: said, nothing borrowed is dropped.
+    budget.seconds = 1.0
+    epochs, over, _, skipped = budget.share(names)
+    assert over and list(epochs) == ["image"] and set(skipped) == {"fused", "fused_2", "fused_3"}
+
+
+def test_a_deadline_leaves_the_later_rows_their_fewest_epochs():
+    budget = _budget(60.0)
+    plan, _ = budget.start_row(RowPlan("image", "image", "registered", "image", batch_size=128, epochs=10),
+                               ["image", "fused"])
+    loose = budget.train_config(BenchConfig(), plan).callbacks[-1].seconds
+    cost = budget.cost("image", budget.measurements)
+    assert loose == pytest.approx(1.2 * (10 * cost.epoch_seconds + 2.0))
+    # Less time left than the plan assumed (a busier machine): the deadline shrinks to what
+    # leaves the fused row its one epoch.
+    budget.started -= 60 * 60 - cost.seconds(10)
+    fused = budget._costs(["image", "fused"], budget.measurements)[1]
+    tight = budget.train_config(BenchConfig(), plan).callbacks[-1].seconds
+    assert tight < loose
+    assert tight == pytest.approx(budget.left() - fused.seconds(1) - (cost.fixed_seconds - 2.0), abs=0.5)
 
 
 def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, capsys):
@@ -135,8 +178,18 @@ def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, cap
     assert "Measurement reduced to fit the budget: no Shapley shares for image-only" in printed
     assert budget["probes"] == 4  # the two seed rows and their recipe rows; none for the ensemble
     rows = {r["name"]: r for r in res["models"]}
-    assert "modality_share" not in rows["seed_image"] and "modality_share" in rows["ensemble_product"]
+    assert "modality_share" not in rows["seed_image"]
+    if "ensemble_product" in rows:
+        assert "modality_share" in rows["ensemble_product"]
     assert {r["measurements"] for r in budget["rows"].values()} == {"reduced"}
+    # 0.5 min cannot hold every row at one epoch: rows that nothing borrows are left out,
+    # said on the console and in results.json/results.md, never the borrowed unimodal rows.
+    assert {"seed_image", "seed_text"} <= set(rows) and set(budget["skipped"]).isdisjoint(rows)
+    assert set(rows) | set(budget["skipped"]) == {"recipe_seed_image", "recipe_seed_text", "seed_image",
+                                                  "seed_text", "ensemble_product"}
+    markdown = (tmp_path / "results.md").read_text()
+    for name in budget["skipped"]:
+        assert f"{name}: LEFT OUT" in printed and f"**Left out** {name}: with it" in markdown
     # Every trained row ran under a deadline (a busier machine stops it after an epoch).
     assert all("stopped_by_deadline_after" in r for n, r in budget["rows"].items() if n != "ensemble_product")
     assert "served first (later rows borrow its model)" in printed
@@ -172,3 +225,16 @@ def test_training_deadline_stops_a_fit_that_would_overrun():
     assert len(model.fit(x, y, epochs=3, verbose=0, callbacks=[roomy]).epoch) == 3 and roomy.stopped_after is None
     # A fit that ends anyway is not said to be stopped.
     assert len(model.fit(x, y, epochs=1, verbose=0, callbacks=[late]).epoch) == 1 and late.stopped_after is None
+
+
+def test_the_default_run_has_a_budget_and_none_lifts_it(capsys):
+    from mmkeras.bench.__main__ import parse_args
+    from mmkeras.bench.config import DEFAULT_TIME_BUDGET
+
+    assert parse_args([]).time_budget == DEFAULT_TIME_BUDGET == BenchConfig().time_budget == 30.0
+    assert parse_args(["--time-budget", "none"]).time_budget is None
+    assert parse_args(["--time-budget", "7.5"]).time_budget == 7.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            parse_args(["--time-budget", bad])
+        assert f"expected a number of minutes > 0 or 'none'; received {bad!r}" in capsys.readouterr().err

@@ -6,13 +6,26 @@ A manifest (--data my.csv|.tsv|.jsonl|.parquet) takes its columns from --image-c
 
 import argparse
 
-from mmkeras.bench.config import DEFAULT_FUSED, DEFAULT_MODELS, BenchConfig
+from mmkeras.bench.config import DEFAULT_FUSED, DEFAULT_MODELS, DEFAULT_TIME_BUDGET, BenchConfig
 from mmkeras.bench.runner import run
 from mmkeras.data import describe_datasets
 from mmkeras.distribute import STRATEGIES
 from mmkeras.fusion_recipes import DEFAULT_FUSION_RECIPE, list_fusion_recipes
 from mmkeras.manifest_options import add_manifest_arguments, parsed_manifest_options
 from mmkeras.training import PRECISIONS
+
+
+def _minutes(value):
+    """--time-budget: a number of minutes > 0, or "none" (no limit)."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = None
+    if minutes is None or not minutes > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes > 0 or 'none'; received {value!r}")
+    return minutes
 
 
 def parse_args(argv=None):
@@ -26,8 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=None,
                    help="batch of every package row (default: from the data, see docs/benchmark.md, "
                         "Schedules; the recipe rows keep the recipe's 32)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
-                   help="finish the whole run within MINUTES: rows are probed, then their epochs cut to fit")
+    p.add_argument("--time-budget", type=_minutes, default=DEFAULT_TIME_BUDGET, metavar="MINUTES",
+                   help="finish the whole run within MINUTES: rows are probed, then their epochs cut to fit "
+                        f"(default {DEFAULT_TIME_BUDGET:g}; 'none': no limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--quick", action="store_true", help="small subset and 1 epoch: a smoke run")

@@ -7,10 +7,17 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
 1. measurement gets cheaper first (`REDUCED`: a smaller robustness subset, timings on
    fewer examples, no Shapley shares for unimodal rows, where they are 1 and 0 by
    construction); results.json says what was reduced;
-2. then epochs are cut, rows never: rows whose models later rows borrow (a fused row's
-   warm start, an ensemble's members) are served first, up to their schedule; the other
-   rows share what is left, each keeping the same fraction of its planned epochs, at
-   least `min_epochs`. If even that overruns, the plan says so.
+2. then epochs are cut: rows whose models later rows borrow (a fused row's warm start, an
+   ensemble's members) are served first, up to their schedule; the other rows share what
+   is left, each keeping the same fraction of its planned epochs, at least `min_epochs`;
+3. only if even every row at its fewest epochs overruns are rows left out: those no later
+   row borrows, the costliest first, until the rest fit. The plan, the console and
+   results.json name them (a resumed run with more time trains them).
+
+Every trained row is probed on its own model: rows of one fusion stage still differ in
+what they cut and train (co-attention reads token sequences, concatenation pooled
+vectors), and one shared probe misjudged them by up to 8x. Rows that cut the same frozen
+features (`Probe.extract_key`) pay their extraction once: the prediction memo shares it.
 
 The runner shares again before every row with what is left, the estimates of each kind
 of row corrected by what the finished rows of that kind really cost; a row whose training
@@ -24,7 +31,7 @@ import time
 import keras
 import numpy as np
 
-import mmkeras
+
 from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.metrics import Measured
@@ -197,8 +204,10 @@ class Probe:
     trace_seconds: float  # tracing a prediction
     # A row that trains on cached frozen features (mmkeras.frozen_features): the steps and
     # predictions above are its trainable part's; computing the frozen part costs this per
-    # example, once per run for all rows of its kind (the prediction memo shares it).
+    # example, once per run for all rows that cut the same features (the prediction memo
+    # shares it): `extract_key` names them (the cut tensors' names and shapes).
     extract_per_sample: float = 0.0
+    extract_key: tuple = None
 
 
 def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build_seconds=0.0):
@@ -229,14 +238,17 @@ def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build
 
 
 def probe_key(plan):
-    """Rows with the same key cost about the same and share one probe: warm-started fused
-    rows that differ only in a fusion of the same stage (their frozen branches dominate)."""
-    if plan.strategy == "registered" and plan.warm_start:
-        fusion = mmkeras.model_info(plan.model)["fusion"]
-        stage = mmkeras.fusion.fusion_info(fusion).stage if fusion else None
-        return ("warm", tuple(sorted(plan.branches.items())), stage, plan.fusion_recipe, plan.batch_size,
-                plan.precision, tuple(sorted(plan.warm_start)))
+    """The probe that prices row `plan`: its own. Warm-started fused rows of one fusion stage
+    once shared a probe, and it priced co-attention at an eighth of its cost (its head reads
+    token sequences, concatenation's pooled vectors)."""
     return ("row", plan.name)
+
+
+def _extract_key(plan, split):
+    """What identifies the frozen features `split` computes: the borrowed models and the
+    cut tensors' names and shapes. Rows with the same key share one extraction."""
+    cut = tuple(sorted((name, tuple(t.shape[1:])) for name, t in split.extractor.output.items()))
+    return tuple(sorted((plan.warm_start or {}).items())), cut
 
 
 def _cached_split(plan, model, config):
@@ -255,7 +267,7 @@ def _probe_plan(plan, ds, config):
 
     prepare, start = (lambda f: f), time.perf_counter()
     features, labels = training.split_arrays(ds, "train", np.arange(min(plan.batch_size, ds.size("train"))))
-    extract = 0.0
+    extract, extract_key = 0.0, None
     if plan.strategy == "recipe":  # compiled as recipe.fit_recipe does
         model = strategies.build_recipe(plan, ds)
         model.compile(optimizer="adam", loss={"label": "sparse_categorical_crossentropy"})
@@ -268,11 +280,11 @@ def _probe_plan(plan, ds, config):
             timed = time.perf_counter()
             features = split.features(features)
             extract = (time.perf_counter() - timed) / len(labels)
-            model = split.head
+            extract_key, model = _extract_key(plan, split), split.head
         training.compile_model(model)
     build = time.perf_counter() - start
     probe = probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
-    return dataclasses.replace(probe, extract_per_sample=extract)
+    return dataclasses.replace(probe, extract_per_sample=extract, extract_key=extract_key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,7 +301,6 @@ class RowModel:
     batch_size: int = None
     recipe_passes: int = 0  # validation passes of its fusion recipe
     members: tuple = ()  # ensembles: the probe keys of the rows whose predictions they combine
-    extracts: bool = True  # it pays its kind's frozen-feature extraction (the kind's first row)
 
 
 def _row_model(plan, plans, ds, keys):
@@ -322,8 +333,10 @@ class RunBudget:
         self.n_test, self.n_validation = n_test, n_validation
         self.full = self.measurements = full
         self.rows = {}  # row name -> scheduled/planned epochs, planned/spent seconds, measurements
+        self.skipped = {}  # row name -> why it was left out
         self.corrections = {}  # probe key -> spent / expected seconds of its finished rows
         self._deadlines = {}  # row name -> the TrainingDeadline of its fit
+        self._extracts, self._after = {}, {}  # row name -> it extracts features; the rows kept after it
 
     @classmethod
     def probe(cls, minutes, started, plans, ds, config):
@@ -335,10 +348,6 @@ class RunBudget:
             if plan.strategy != "ensemble" and keys[plan.name] not in probes:
                 probes[keys[plan.name]] = _probe_plan(plan, ds, config)
         rows = {p.name: _row_model(p, plans, ds, keys) for p in plans}
-        first = {}  # probe key -> its first row: the one that computes the kind's frozen features
-        for m in rows.values():
-            first.setdefault(m.key, m.name)
-        rows = {n: dataclasses.replace(m, extracts=first[m.key] == n) for n, m in rows.items()}
         return cls(minutes, started, rows, probes, time.perf_counter() - start, n_test=ds.size("test"),
                    n_validation=ds.size("validation"), full=full_measurements(config))
 
@@ -356,8 +365,26 @@ class RunBudget:
         expected = sum(r["expected_seconds"] for r in done)
         return min(max(sum(r["spent_seconds"] for r in done) / expected, 1.0), 3.0) if expected else 1.0
 
-    def cost(self, name, measurements):
-        """The RowCost of row `name` when every row measures `measurements`."""
+    def _extracting(self, names):
+        """The rows among `names` (in order) that compute frozen features no finished row
+        computed: the first of each `Probe.extract_key`."""
+        done = {self.probes[self.models[n].key].extract_key for n, r in self.rows.items() if "spent_seconds" in r
+                and self.models[n].key in self.probes}
+        first = set()
+        for n in names:
+            key = self.probes[self.models[n].key].extract_key if self.models[n].key in self.probes else None
+            if key is not None and key not in done:
+                done.add(key)
+                first.add(n)
+        return first
+
+    def _costs(self, names, measurements):
+        extracting = self._extracting(names)
+        return [self.cost(n, measurements, extracts=n in extracting) for n in names]
+
+    def cost(self, name, measurements, extracts=False):
+        """The RowCost of row `name` when every row measures `measurements`; extracts: it
+        computes its frozen features (no earlier row cut the same ones)."""
         m = self.models[name]
         if m.members:  # an ensemble: its members' predictions, on validation and in its measurements
             per_sample = sum(self.probes[k].per_sample for k in m.members if k in self.probes)
@@ -371,42 +398,61 @@ class RunBudget:
         fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * min(self.n_validation, MAX_FIT_EXAMPLES)
                                                    + measurements.samples(m.family, self.n_test))
                  + (3 + bool(m.recipe_passes)) * p.trace_seconds)
-        if m.extracts:  # the frozen part over every split and the perturbed subset, once per kind
+        if extracts:  # the frozen part over every split and the perturbed subset
             fixed += p.extract_per_sample * (m.n_train + m.n_eval + measurements.samples(m.family, self.n_test))
         c = self._correction(m.key)
         return RowCost(name, m.epochs, epoch * c, fixed * c, borrowed=m.borrowed)
 
     def share(self, names):
-        """(epochs, over_budget, seconds) of the rows `names` in what is left of the budget.
+        """(epochs, over_budget, seconds, skipped) of the rows `names` in what is left of the
+        budget: each kept row's epochs and seconds, and the rows left out (step 3 above).
 
         If full measurements would cut any row's epochs, every row from then on measures
         `REDUCED` (never silently: see `record`)."""
         for measurements in dict.fromkeys((self.measurements, REDUCED)):
-            costs = [self.cost(n, measurements) for n in names]
+            costs = self._costs(names, measurements)
             epochs, over = share_budget(costs, self.left())
             if all(epochs[c.name] == c.epochs for c in costs) and not over:
                 break
         self.measurements = measurements
-        return epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs}
+        kept = list(names)
+        while over and any(not c.borrowed for c in costs):
+            costliest = max((c for c in costs if not c.borrowed), key=lambda c: c.seconds(c.min_epochs))
+            kept.remove(costliest.name)
+            costs = self._costs(kept, measurements)
+            epochs, over = share_budget(costs, self.left())
+        return (epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs},
+                [n for n in names if n not in kept])
 
     def start_row(self, plan, names):
-        """(`plan` with its epochs cut to its share, the seconds the run should still take);
-        `names`: it and the rows after it."""
-        epochs, over, seconds = self.share(names)
+        """(`plan` with its epochs cut to its share, or None if it is left out; the seconds
+        the run should still take); `names`: it and the rows after it."""
+        epochs, over, seconds, skipped = self.share(names)
+        if plan.name in skipped:
+            self.skipped[plan.name] = (f"with it, the rows still to run ({len(names)}) need more than "
+                                       f"the {max(self.left(), 0) / 60:.1f} min left even at their fewest epochs")
+            return None, sum(seconds.values())
         self.rows[plan.name] = {"scheduled_epochs": plan.epochs, "planned_epochs": epochs[plan.name],
                                 "planned_seconds": seconds[plan.name], "over_budget": over,
                                 "measurements": "full" if self.measurements == self.full else "reduced"}
+        kept = [n for n in names if n not in skipped]
+        self._extracts[plan.name] = plan.name in self._extracting(kept)
+        self._after[plan.name] = kept[kept.index(plan.name) + 1:]
         return dataclasses.replace(plan, epochs=epochs[plan.name]), sum(seconds.values())
 
     def train_config(self, config, plan):
         """`config` for training row `plan` (started with `start_row`): its callbacks end with
-        a TrainingDeadline at DEADLINE_SLACK x its planned training seconds."""
-        m, cost = self.models[plan.name], self.cost(plan.name, self.measurements)
+        a TrainingDeadline at DEADLINE_SLACK x its planned training seconds, and never later
+        than leaves the rows after it their fewest epochs."""
+        m = self.models[plan.name]
         if m.members:  # nothing trained in epochs
             return config
-        seconds = DEADLINE_SLACK * (plan.epochs * cost.epoch_seconds
-                                    + self.probes[m.key].build_seconds * self._correction(m.key))
-        self._deadlines[plan.name] = TrainingDeadline(seconds)
+        costs = self._costs([plan.name, *self._after[plan.name]], self.measurements)
+        cost, build = costs[0], self.probes[m.key].build_seconds * self._correction(m.key)
+        # The fit's clock starts after the build: the rest of its fixed seconds come after it.
+        room = self.left() - sum(c.seconds(c.min_epochs) for c in costs[1:]) - (cost.fixed_seconds - build)
+        seconds = min(DEADLINE_SLACK * (plan.epochs * cost.epoch_seconds + build), room)
+        self._deadlines[plan.name] = TrainingDeadline(max(seconds, 0.0))
         return dataclasses.replace(config, callbacks=[*config.callbacks, self._deadlines[plan.name]])
 
     def measured(self, trained, ds, config, plan):
@@ -417,7 +463,7 @@ class RunBudget:
         """Record a finished row; its cost for the epochs it ran corrects its kind's estimates."""
         row, key = self.rows[name], self.models[name].key
         correction = self._correction(key)
-        cost = self.cost(name, self.measurements)
+        cost = self.cost(name, self.measurements, self._extracts.get(name, False))
         # The estimate before correction, for the epochs it really ran.
         row.update(spent_seconds=spent_seconds, epochs_run=epochs_run,
                    expected_seconds=cost.seconds(epochs_run) / correction)
@@ -440,4 +486,4 @@ class RunBudget:
                 # Each kind of row named by its first row.
                 "corrections": {next(n for n, m in self.models.items() if m.key == k): v
                                 for k, v in self.corrections.items()},
-                "rows": self.rows}
+                "rows": self.rows, "skipped": self.skipped}

@@ -23,6 +23,11 @@ DEFAULT_FUSED = "gmu_cnn_lstm"
 # larger models gain nothing from bigger batches (image_resnet9: 500 samples/s at 128 and 256).
 DEFAULT_BATCH_SIZE = 128
 SEED_BATCH_SIZE = 512
+# The whole run's default time budget in minutes (issue 16: the default run on CIFAR-10, or
+# on 7,000 pairs of 64x64 images, within half an hour on a 2-core CPU). A run that fits
+# is not touched (its rows are only probed, a few seconds each); one that does not has its
+# epochs cut to fit (budget.py). `--time-budget none` (time_budget=None): no limit.
+DEFAULT_TIME_BUDGET = 30.0
 # --quick: a seeded subset (mmkeras.data.take_subset) and one epoch, for smoke runs.
 QUICK = dict(n_train=1000, n_test=300, epochs=1)
 
@@ -71,7 +76,7 @@ class BenchConfig:
     image_size: int = None
     # Minutes the whole run may take (None: no limit): rows are probed, then their epochs
     # cut to fit (budget.share_budget); results.json records planned and spent seconds.
-    time_budget: float = None
+    time_budget: float = DEFAULT_TIME_BUDGET
 
     def __post_init__(self):
         if self.fusion_recipe not in list_fusion_recipes():

@@ -62,6 +62,11 @@ def results_markdown(results):
         lines.append(f"| {row['name']} | {row['family']} | " + " | ".join(m.cell(row) for m in columns) + " |")
     if results.get("data"):
         lines += ["", data_line(results["data"], results.get("class_weight"))]
+    budget = results.get("budget")
+    if budget:
+        lines += ["", f"**Time budget**: {budget['minutes']:.1f} min, spent {budget['spent_seconds'] / 60:.1f} min"
+                  + "".join(f"; measurement reduced: {r}" for r in budget.get("reduced_measurements", []))]
+        lines += [f"**Left out** {name}: {why}" for name, why in budget.get("skipped", {}).items()]
     for key, label in (("time_to_accuracy", "Time to accuracy"), ("speedup", "Pipeline vs seed recipe")):
         if results.get(key):
             lines += ["", f"**{label}**: `{json.dumps(results[key])}`"]

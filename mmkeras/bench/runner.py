@@ -76,7 +76,7 @@ def print_plan(plans, finished, ds, budget):
     to_run = [p.name for p in plans if finished[p.name] is None]
     head = f"Plan: {len(plans)} rows on {ds.size('train'):,} training pairs, images {ds.image_shape[0]}x{ds.image_shape[1]}"
     if budget is not None:
-        epochs, over, seconds = budget.share(to_run)
+        epochs, over, seconds, skipped = budget.share(to_run)
         head += (f"; budget {_minutes(budget.seconds)}, {_minutes(budget.left())} left after probing "
                  f"{len(budget.probes)} kinds of row ({budget.probe_seconds:.0f} s) and keeping "
                  f"{budget_module.REPORT_SECONDS:.0f} s for the report")
@@ -86,7 +86,9 @@ def print_plan(plans, finished, ds, budget):
             print(f"  {i:>2}. {plan.name}: reused from an earlier run ({_reused(finished[plan.name])})")
             continue
         line = f"  {i:>2}. {describe(plan, ds.size('train'))}"
-        if budget is not None:
+        if budget is not None and plan.name in skipped:
+            line += "; LEFT OUT: even at their fewest epochs the rows do not fit the budget"
+        elif budget is not None:
             cut = f", cut from {plan.epochs}" if epochs[plan.name] != plan.epochs else ""
             first = ", served first (later rows borrow its model)" if budget.models[plan.name].borrowed else ""
             line += f"; planned {epochs[plan.name]} epochs{cut}{first}, about {_minutes(seconds[plan.name])}"
@@ -110,7 +112,10 @@ def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, start
     `to_run`: it and the rows after it that still train. Returns (row, model)."""
     when = f"run so far {_minutes(time.perf_counter() - started)}"
     if budget is not None:
-        plan, left = budget.start_row(plan, to_run)
+        name, (plan, left) = plan.name, budget.start_row(plan, to_run)
+        if plan is None:
+            print(f"\n== [{position}] {name}: LEFT OUT, {budget.skipped[name]}; run ends about {_clock(left)}")
+            return None, None
         when = f"planned {_minutes(budget.rows[plan.name]['planned_seconds'])}; run ends about {_clock(left)}"
     print(f"\n== [{position}] {describe(plan, ds.size('train'))}; {when}")
     start = time.perf_counter()
@@ -136,6 +141,8 @@ def _run_rows(plans, finished, ds, config, warm, strategy, budget, started, rows
         else:
             row, model = _train_row(plan, [p.name for p in plans[i:] if finished[p.name] is None], ds, config,
                                     warm, strategy, budget, f"{i + 1}/{len(plans)}", started)
+            if row is None:  # left out to keep the budget: no results, nothing written
+                continue
             if row.get("degenerate"):
                 print(f"WARNING: row {plan.name} is degenerate: {row['degenerate']}")
             if plan.saved_model:
@@ -153,7 +160,8 @@ def run(config):
     """Run the benchmark; writes OUT/results.json, results.md, rows/, plots; returns the results."""
     started = time.perf_counter()  # the time budget counts everything from here
     if config.time_budget is not None and not config.time_budget > 0:
-        raise ValueError(f"--time-budget must be a number of minutes > 0. Received time_budget={config.time_budget!r}.")
+        raise ValueError("--time-budget must be a number of minutes > 0 (None: no limit). "
+                         f"Received time_budget={config.time_budget!r}.")
     # First: multi-worker collectives and device lists must be set before TF starts its devices.
     strategy = distribute.get_strategy(config.strategy)
     if config.quick and config.epochs is None:
