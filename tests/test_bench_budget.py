@@ -152,19 +152,27 @@ def test_rows_are_left_out_only_when_even_their_fewest_epochs_overrun():
 
 
 def test_a_deadline_leaves_the_later_rows_their_fewest_epochs():
+    def deadline(budget):
+        plan, _ = budget.start_row(RowPlan("image", "image", "registered", "image", batch_size=128, epochs=10),
+                                   ["image", "fused"])
+        return budget.train_config(BenchConfig(), plan).callbacks[-1].seconds
+
     budget = _budget(60.0)
-    plan, _ = budget.start_row(RowPlan("image", "image", "registered", "image", batch_size=128, epochs=10),
-                               ["image", "fused"])
-    loose = budget.train_config(BenchConfig(), plan).callbacks[-1].seconds
-    cost = budget.cost("image", budget.measurements)
-    assert loose == pytest.approx(1.2 * (10 * cost.epoch_seconds + 2.0))
-    # Less time left than the plan assumed (a busier machine): the deadline shrinks to what
-    # leaves the fused row its one epoch.
-    budget.started -= 60 * 60 - cost.seconds(10)
-    fused = budget._costs(["image", "fused"], budget.measurements)[1]
-    tight = budget.train_config(BenchConfig(), plan).callbacks[-1].seconds
-    assert tight < loose
-    assert tight == pytest.approx(budget.left() - fused.seconds(1) - (cost.fixed_seconds - 2.0), abs=0.5)
+    image, fused = budget._costs(["image", "fused"], budget.full)
+    # A loose budget: the row may use the room the fused row's plan leaves, far beyond its own.
+    assert deadline(budget) == pytest.approx(budget.left() - (image.fixed_seconds - 2.0) - fused.seconds(6), rel=1e-3)
+    # A budget the plan fills: DEADLINE_SLACK x its planned training seconds.
+    budget = _budget((image.seconds(10) + fused.seconds(6) + 15 + 10) / 60)
+    cost = budget.cost("image", budget.full)
+    assert deadline(budget) == pytest.approx(1.2 * (10 * cost.epoch_seconds + 2.0))
+    # Less time left than the plan assumed (a busier machine): no later than what leaves the
+    # fused row its one epoch.
+    budget = _budget((image.seconds(10) + fused.seconds(1) + 15) / 60)
+    tight = deadline(budget)
+    measured = budget.measurements
+    image, fused = budget._costs(["image", "fused"], measured)
+    assert tight == pytest.approx(budget.left() - fused.seconds(1) - (image.fixed_seconds - 2.0), abs=0.5)
+    assert tight < 1.2 * (10 * image.epoch_seconds + 2.0)
 
 
 def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, capsys):

@@ -336,7 +336,8 @@ class RunBudget:
         self.skipped = {}  # row name -> why it was left out
         self.corrections = {}  # probe key -> spent / expected seconds of its finished rows
         self._deadlines = {}  # row name -> the TrainingDeadline of its fit
-        self._extracts, self._after = {}, {}  # row name -> it extracts features; the rows kept after it
+        # row name -> it extracts features; the rows kept after it, and their planned seconds
+        self._extracts, self._after, self._after_seconds = {}, {}, {}
 
     @classmethod
     def probe(cls, minutes, started, plans, ds, config):
@@ -438,20 +439,23 @@ class RunBudget:
         kept = [n for n in names if n not in skipped]
         self._extracts[plan.name] = plan.name in self._extracting(kept)
         self._after[plan.name] = kept[kept.index(plan.name) + 1:]
+        self._after_seconds[plan.name] = sum(seconds[n] for n in self._after[plan.name])
         return dataclasses.replace(plan, epochs=epochs[plan.name]), sum(seconds.values())
 
     def train_config(self, config, plan):
         """`config` for training row `plan` (started with `start_row`): its callbacks end with
-        a TrainingDeadline at DEADLINE_SLACK x its planned training seconds, and never later
-        than leaves the rows after it their fewest epochs."""
+        a TrainingDeadline. It may train DEADLINE_SLACK x its planned seconds, or longer
+        where the budget has room beyond what the rows after it are planned to take (a loose
+        budget never stops a row), never so long that they cannot have their fewest epochs."""
         m = self.models[plan.name]
         if m.members:  # nothing trained in epochs
             return config
         costs = self._costs([plan.name, *self._after[plan.name]], self.measurements)
         cost, build = costs[0], self.probes[m.key].build_seconds * self._correction(m.key)
         # The fit's clock starts after the build: the rest of its fixed seconds come after it.
-        room = self.left() - sum(c.seconds(c.min_epochs) for c in costs[1:]) - (cost.fixed_seconds - build)
-        seconds = min(DEADLINE_SLACK * (plan.epochs * cost.epoch_seconds + build), room)
+        left = self.left() - (cost.fixed_seconds - build)
+        slack = max(DEADLINE_SLACK * (plan.epochs * cost.epoch_seconds + build), left - self._after_seconds[plan.name])
+        seconds = min(slack, left - sum(c.seconds(c.min_epochs) for c in costs[1:]))
         self._deadlines[plan.name] = TrainingDeadline(max(seconds, 0.0))
         return dataclasses.replace(config, callbacks=[*config.callbacks, self._deadlines[plan.name]])
 
