@@ -14,22 +14,23 @@ pass of the image network to a pass over a few vectors.
 What changes: the frozen part runs in inference mode once, so layers without weights that
 act only in training (dropout, augmentation) inside it do not act while the head trains.
 Where the cut would fall after such layers on a raw input (a trainable image branch behind
-its augmentation: early fusion, a fine-tuning phase), on a tensor that carries a Keras
-mask, or where the cache would exceed `max_bytes`, `split_frozen` returns None and the
-caller trains the whole model as usual. Callbacks see the whole model (the benchmark's
+its augmentation: early fusion, a fine-tuning phase) or where the cache would exceed
+`max_bytes`, `split_frozen` returns None and the caller trains the whole model as usual.
+A frozen tensor that carries a Keras mask (a token sequence that attention reads) is never
+cut: its frozen layers run in the head from the raw ids, and the rest is cached. Callbacks see the whole model (the benchmark's
 per-epoch test accuracy and best-epoch restore read and set it).
 """
 
 import dataclasses
-import re
 import time
 import warnings
 
 import keras
 import numpy as np
 
-from mmkeras import training
+from mmkeras import prediction_memo, training
 from mmkeras.data.pipeline import make_dataset
+from mmkeras.prediction_memo import frozen_part, merges, tensor_name
 
 # A cache above this many bytes (train + validation features) is not built: the caller
 # trains the whole model instead. 2 GiB: CIFAR-10's 50,000 pairs with 4x4x256 image maps
@@ -43,13 +44,24 @@ class FrozenSplit:
     def __init__(self, model, extractor, head, cached):
         self.model, self.extractor, self.head = model, extractor, head
         self.cached = cached  # the head's input names computed by the extractor (not raw inputs)
+        self._parts = None
+
+    def parts(self):
+        """One model per cut tensor (prediction_memo.frozen_part): what the memo shares
+        between rows that cut some of the same tensors."""
+        if self._parts is None:
+            self._parts = [frozen_part(self.extractor.input, t) for t in self.extractor.output.values()]
+        return self._parts
 
     def features(self, features, batch_size=256):
         """The head's inputs for a features dict: the cut tensors, computed, and the raw
         inputs the trainable layers read."""
-        # Through the run's prediction memo, if any: fused rows that borrow the same branches
-        # cut at the same tensors share one extraction.
-        out = training.predict_outputs(self.extractor, features, batch_size=batch_size)
+        if prediction_memo.current() is None:  # one pass of the whole extractor
+            out = training.predict_outputs(self.extractor, features, batch_size=batch_size)
+        else:  # tensor by tensor through the run's memo: rows that cut the same tensors share them
+            out = {}
+            for part in self.parts():
+                out.update(training.predict_outputs(part, features, batch_size=batch_size))
         raw = {k: features[k] for k in self.head.input if k not in out}
         return {**{name: np.asarray(value) for name, value in out.items()}, **raw}
 
@@ -98,7 +110,13 @@ def split_frozen(model):
         if id(tensor) in seen:
             return
         seen.add(id(tensor))
-        if frozen[id(tensor)]:
+        # A frozen tensor that carries a Keras mask (a frozen text branch's token sequence,
+        # read by attention) cannot be a head input: the mask would be lost. The cut moves
+        # back to where the mask starts (the raw ids), so the frozen layers after it run in
+        # the head, still frozen, and the other branch is cached all the same.
+        # Nor a weightless merge of the branches (prediction_memo.merges): cut before it, the
+        # branches' features are the same memo entries in every fused row that borrows them.
+        if frozen[id(tensor)] and getattr(tensor, "_keras_mask", None) is None and not merges(tensor):
             frontier[id(tensor)] = tensor
             return
         operation, node_index, _ = tensor._keras_history
@@ -116,12 +134,7 @@ def split_frozen(model):
             return None  # a raw input through augmentation into a trainable layer: it must keep acting
         if getattr(t, "_keras_mask", None) is not None:
             return None  # the head's new inputs would lose the mask
-    names = {}
-    for t in tensors:
-        operation, node_index, index = t._keras_history
-        base = operation.name if isinstance(operation, keras.layers.InputLayer) else \
-            re.sub(r"\W", "_", f"{operation.name}_{node_index}_{index}")
-        names[id(t)] = base
+    names = {id(t): tensor_name(t) for t in tensors}
     cut = {id(t) for t in cached}
     raw_inputs = {names[id(t)]: t for t in tensors if id(t) not in cut}
     with warnings.catch_warnings():  # keys that are not the (automatic) names of the cut tensors

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import re
 import warnings
 import weakref
 
@@ -145,6 +146,34 @@ def array_signature(array):
     return digest.hexdigest()
 
 
+def tensor_name(tensor):
+    """A name for a graph tensor that two models built alike give alike: its operation's name,
+    node and index (a frozen part's output key, here and in mmkeras.frozen_features)."""
+    operation, node_index, index = tensor._keras_history
+    return operation.name if isinstance(operation, keras.layers.InputLayer) else \
+        re.sub(r"\W", "_", f"{operation.name}_{node_index}_{index}")
+
+
+def merges(tensor):
+    """Whether `tensor` is a weightless merge of several tensors (concatenate, add,
+    multiply). A frozen part never ends on one: cut before it, the branches' features are
+    the same tensors in every fused model that borrows them (one memo entry), and the
+    merge costs nothing to recompute."""
+    operation, node_index, _ = tensor._keras_history
+    if isinstance(operation, keras.layers.InputLayer) or getattr(operation, "weights", None):
+        return False
+    return len(operation._inbound_nodes[node_index].input_tensors) > 1
+
+
+def frozen_part(inputs, tensor):
+    """The model of `inputs` (a dict) -> {tensor_name(tensor): tensor}: one frozen tensor of a
+    larger model as a model of its own, so that every model holding the same frozen part
+    finds it in the memo under one key."""
+    with warnings.catch_warnings():  # inputs it does not read; a key not the tensor's own name
+        warnings.simplefilter("ignore", UserWarning)
+        return keras.Model(inputs, {tensor_name(tensor): tensor}, name=f"frozen_{tensor_name(tensor)}")
+
+
 def _input_names(model):
     return list(model.input.keys()) if isinstance(model.input, dict) else [model.input.name]
 
@@ -205,8 +234,8 @@ class _Cut:
     """A functional model cut where memoisable parts end. `nodes` [(model, names)]: each
     part is a model of the raw inputs whose outputs (flattened; `names` None where the
     graph does not read one) the memo answers: a frozen nested model called once on raw
-    inputs, and, for a model that trains, its frozen part (the borrowed branches' features
-    as one model). `rest` computes the outputs from those and the raw inputs still read."""
+    inputs, and, for a model that trains, each frozen tensor its trainable layers read (a
+    borrowed branch's features, as a model of its own: `frozen_part`). `rest` computes the outputs from those and the raw inputs still read."""
 
     def __init__(self, model):
         self.nodes, self.rest = [], None
@@ -246,8 +275,8 @@ class _Cut:
             if memoisable(operation, node_index):
                 index = nested.setdefault((id(operation), node_index), (len(nested), operation))[0]
                 cut[f"memo_{index}_{tensor_index}"] = tensor
-            elif id(tensor) in frozen:
-                name = f"frozen_{len(part)}"
+            elif id(tensor) in frozen and not merges(tensor):
+                name = tensor_name(tensor)
                 part[name] = cut[name] = tensor
             else:
                 stack.extend(operation._inbound_nodes[node_index].input_tensors)
@@ -257,9 +286,8 @@ class _Cut:
             count = len(layer._inbound_nodes[node_index].output_tensors)
             self.nodes.append((layer, [f"memo_{index}_{j}" if f"memo_{index}_{j}" in cut else None
                                        for j in range(count)]))
-        if part:
-            frozen_part = keras.Model(model.input, part, name=f"{model.name}_frozen_part")
-            self.nodes.append((frozen_part, sorted(part)))  # a dict output flattens by key
+        for name in sorted(part):  # one model per frozen tensor: rows that share it share the entry
+            self.nodes.append((frozen_part(model.input, part[name]), [name]))
         # An output that is itself cut out is taken from the memo as it is (Keras cannot
         # build a model one of whose inputs is also an output).
         names = {id(t): name for name, t in cut.items()}

@@ -108,14 +108,15 @@ def test_rows_that_cut_the_same_features_extract_them_once(tiny_datasets):
                    warm_start={"image": "image.keras", "text": "text.keras"}, fusion_recipe="experts")
     cached = _probe_plan(plan, tiny_datasets, BenchConfig())
     whole = _probe_plan(plan, tiny_datasets, BenchConfig(modality_dropout=0.3))  # no cache with dropout
-    assert cached.extract_per_sample > 0 and whole.extract_per_sample == 0
-    assert cached.extract_key is not None and whole.extract_key is None
-    assert _probe_plan(plan, tiny_datasets, BenchConfig()).extract_key == cached.extract_key
+    assert cached.extract_per_sample > 0 and whole.extract == ()
+    # One key per cut tensor (the borrowed models, its name and shape), the same for a rebuilt row.
+    keys = [key for key, _ in cached.extract]
+    assert len(keys) == len(set(keys)) >= 1 and all(key[0] == tuple(sorted(plan.warm_start.items())) for key in keys)
+    assert [key for key, _ in _probe_plan(plan, tiny_datasets, BenchConfig()).extract] == keys
     # Two rows that cut the same features: the first pays the extraction, the second not;
     # once the first has run, neither does a later one.
     budget = _budget(60.0)
-    budget.probes[("warm",)] = dataclasses.replace(budget.probes[("warm",)], extract_per_sample=1e-3,
-                                                   extract_key=("same",))
+    budget.probes[("warm",)] = dataclasses.replace(budget.probes[("warm",)], extract=((("same",), 1e-3),))
     budget.models["fused_2"] = dataclasses.replace(budget.models["fused"], name="fused_2")
     first, second = budget._costs(["fused", "fused_2"], budget.full)
     assert first.fixed_seconds - second.fixed_seconds == pytest.approx(

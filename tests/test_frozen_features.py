@@ -40,10 +40,26 @@ def test_nothing_is_cut_where_it_would_change_training(tiny_datasets, trained_un
     # Early fusion trains its image branch behind the augmentation: that must keep acting.
     early = _fused(tiny_datasets, trained_unimodal, "early_cnn_lstm", image_augmentation="flip_translate")
     assert split_frozen(early) is None
-    # A frozen text sequence carries a Keras mask that new head inputs would lose.
+
+
+def test_a_masked_frozen_sequence_runs_in_the_head(tiny_datasets, trained_unimodal):
+    # A frozen text sequence carries a Keras mask that new head inputs would lose: the text
+    # branch runs in the head from the raw ids (frozen), the image branch is cached.
     attention = _fused(tiny_datasets, trained_unimodal, "cross_attention_cnn_lstm")
     freeze_prefix(attention, "text")
-    assert split_frozen(attention) is None
+    split = split_frozen(attention)
+    assert split is not None and any(name.startswith("image_") for name in split.cached)
+    text_layers = {layer.name for layer in attention.layers if layer.name.startswith("text") and layer.weights}
+    assert text_layers and text_layers <= {layer.name for layer in split.head.layers}
+    features = tiny_datasets.features("test")
+    np.testing.assert_allclose(split.head.predict(split.features(features), verbose=0)["label"],
+                               attention.predict(features, verbose=0)["label"], atol=1e-5)
+    text_before = [w.numpy().copy() for w in attention.weights if w.path.startswith("text")]
+    training.compile_model(attention)
+    _, stats = fit_frozen_cached(attention, tiny_datasets, epochs=1, learning_rate=3e-3, verbose=0)
+    assert stats["frozen_cache"]["bytes"] > 0
+    for before, after in zip(text_before, [w for w in attention.weights if w.path.startswith("text")]):
+        np.testing.assert_array_equal(after.numpy(), before)  # frozen in the head, still frozen
 
 
 class _Seen(keras.callbacks.Callback):

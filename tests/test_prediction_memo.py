@@ -95,3 +95,23 @@ def test_old_outputs_are_dropped_beyond_max_bytes(parts):
     memo.predict(parts["text"], dict(features, text=np.zeros_like(features["text"])))
     memo.predict(parts["text"], features)  # the first was dropped to keep the second
     assert (memo.hits, memo.misses) == (0, 3)
+
+
+def test_fusions_of_the_same_frozen_branches_share_their_features(tiny_datasets, trained_unimodal):
+    from mmkeras.models.transfer import freeze_prefix
+
+    def fused(name):
+        keras.utils.set_random_seed(0)
+        model = mmkeras.create_model(name, **tiny_datasets.model_kwargs(), image_init=trained_unimodal["image"],
+                                     text_init=trained_unimodal["text"], freeze_image=True)
+        freeze_prefix(model, "text")
+        return model
+
+    memo, features = PredictionMemo(), tiny_datasets.features("test")
+    concat, gmu = fused("seed_concat"), fused("gmu_cnn_lstm")
+    _close(memo.predict(concat, features), concat.predict(features, verbose=0))
+    # The image and the text features, each a memo entry of its own (cut before concat's
+    # weightless merge, which would make them one tensor no other fusion has).
+    assert (memo.hits, memo.misses) == (0, 3)
+    _close(memo.predict(gmu, features), gmu.predict(features, verbose=0))
+    assert (memo.hits, memo.misses) == (2, 4)

@@ -16,8 +16,8 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
 
 Every trained row is probed on its own model: rows of one fusion stage still differ in
 what they cut and train (co-attention reads token sequences, concatenation pooled
-vectors), and one shared probe misjudged them by up to 8x. Rows that cut the same frozen
-features (`Probe.extract_key`) pay their extraction once: the prediction memo shares it.
+vectors), and one shared probe misjudged them by up to 8x. A frozen tensor that several
+rows cut (`Probe.extract`) is paid once, by the first: the prediction memo shares it.
 
 The runner shares again before every row with what is left, the estimates of each kind
 of row corrected by what the finished rows of that kind really cost; a row whose training
@@ -203,11 +203,14 @@ class Probe:
     per_sample: float  # predicting one example
     trace_seconds: float  # tracing a prediction
     # A row that trains on cached frozen features (mmkeras.frozen_features): the steps and
-    # predictions above are its trainable part's; computing the frozen part costs this per
-    # example, once per run for all rows that cut the same features (the prediction memo
-    # shares it): `extract_key` names them (the cut tensors' names and shapes).
-    extract_per_sample: float = 0.0
-    extract_key: tuple = None
+    # predictions above are its trainable part's; computing each cut tensor costs seconds
+    # per example, once per run for all rows that cut it (the prediction memo shares it):
+    # ((key, seconds per example), ...), a key naming the borrowed models and the tensor.
+    extract: tuple = ()
+
+    @property
+    def extract_per_sample(self):
+        return sum(seconds for _, seconds in self.extract)
 
 
 def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build_seconds=0.0):
@@ -244,11 +247,10 @@ def probe_key(plan):
     return ("row", plan.name)
 
 
-def _extract_key(plan, split):
-    """What identifies the frozen features `split` computes: the borrowed models and the
-    cut tensors' names and shapes. Rows with the same key share one extraction."""
-    cut = tuple(sorted((name, tuple(t.shape[1:])) for name, t in split.extractor.output.items()))
-    return tuple(sorted((plan.warm_start or {}).items())), cut
+def _extract_key(plan, name, tensor):
+    """What identifies the cut tensor `name`: the borrowed models, its name and shape. Rows
+    with the same key share one extraction (through the prediction memo)."""
+    return tuple(sorted((plan.warm_start or {}).items())), name, tuple(tensor.shape[1:])
 
 
 def _cached_split(plan, model, config):
@@ -267,7 +269,7 @@ def _probe_plan(plan, ds, config):
 
     prepare, start = (lambda f: f), time.perf_counter()
     features, labels = training.split_arrays(ds, "train", np.arange(min(plan.batch_size, ds.size("train"))))
-    extract, extract_key = 0.0, None
+    extract = ()
     if plan.strategy == "recipe":  # compiled as recipe.fit_recipe does
         model = strategies.build_recipe(plan, ds)
         model.compile(optimizer="adam", loss={"label": "sparse_categorical_crossentropy"})
@@ -276,15 +278,18 @@ def _probe_plan(plan, ds, config):
         model = strategies.build_registered(plan, ds, with_sources=False)
         split = _cached_split(plan, model, config)
         if split is not None:
-            split.features(features)  # traces the extraction
-            timed = time.perf_counter()
-            features = split.features(features)
-            extract = (time.perf_counter() - timed) / len(labels)
-            extract_key, model = _extract_key(plan, split), split.head
+            parts = []
+            for part in split.parts():  # each cut tensor as the memo computes it
+                part.predict(features, verbose=0)  # traces
+                timed = time.perf_counter()
+                part.predict(features, verbose=0)
+                name, tensor = next(iter(part.output.items()))
+                parts.append((_extract_key(plan, name, tensor), (time.perf_counter() - timed) / len(labels)))
+            extract, features, model = tuple(parts), split.features(features), split.head
         training.compile_model(model)
     build = time.perf_counter() - start
     probe = probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
-    return dataclasses.replace(probe, extract_per_sample=extract, extract_key=extract_key)
+    return dataclasses.replace(probe, extract=extract)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,25 +372,25 @@ class RunBudget:
         return min(max(sum(r["spent_seconds"] for r in done) / expected, 1.0), 3.0) if expected else 1.0
 
     def _extracting(self, names):
-        """The rows among `names` (in order) that compute frozen features no finished row
-        computed: the first of each `Probe.extract_key`."""
-        done = {self.probes[self.models[n].key].extract_key for n, r in self.rows.items() if "spent_seconds" in r
-                and self.models[n].key in self.probes}
-        first = set()
+        """{row: the cut tensors' keys it extracts} for the rows `names` (in order): each
+        tensor no finished row extracted, by the first row that cuts it."""
+        done = {key for n, r in self.rows.items() if "spent_seconds" in r and self.models[n].key in self.probes
+                for key, _ in self.probes[self.models[n].key].extract}
+        first = {}
         for n in names:
-            key = self.probes[self.models[n].key].extract_key if self.models[n].key in self.probes else None
-            if key is not None and key not in done:
-                done.add(key)
-                first.add(n)
+            for key, _ in self.probes[self.models[n].key].extract if self.models[n].key in self.probes else ():
+                if key not in done:
+                    done.add(key)
+                    first.setdefault(n, set()).add(key)
         return first
 
     def _costs(self, names, measurements):
         extracting = self._extracting(names)
-        return [self.cost(n, measurements, extracts=n in extracting) for n in names]
+        return [self.cost(n, measurements, extracts=extracting.get(n, ())) for n in names]
 
-    def cost(self, name, measurements, extracts=False):
-        """The RowCost of row `name` when every row measures `measurements`; extracts: it
-        computes its frozen features (no earlier row cut the same ones)."""
+    def cost(self, name, measurements, extracts=()):
+        """The RowCost of row `name` when every row measures `measurements`; extracts: the
+        keys of the cut tensors it computes (no earlier row cut them)."""
         m = self.models[name]
         if m.members:  # an ensemble: its members' predictions, on validation and in its measurements
             per_sample = sum(self.probes[k].per_sample for k in m.members if k in self.probes)
@@ -399,8 +404,9 @@ class RunBudget:
         fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * min(self.n_validation, MAX_FIT_EXAMPLES)
                                                    + measurements.samples(m.family, self.n_test))
                  + (3 + bool(m.recipe_passes)) * p.trace_seconds)
-        if extracts:  # the frozen part over every split and the perturbed subset
-            fixed += p.extract_per_sample * (m.n_train + m.n_eval + measurements.samples(m.family, self.n_test))
+        # The cut tensors it computes first, over every split and the perturbed subset.
+        per_sample = sum(seconds for key, seconds in p.extract if key in extracts)
+        fixed += per_sample * (m.n_train + m.n_eval + measurements.samples(m.family, self.n_test))
         c = self._correction(m.key)
         return RowCost(name, m.epochs, epoch * c, fixed * c, borrowed=m.borrowed)
 
@@ -437,7 +443,7 @@ class RunBudget:
                                 "planned_seconds": seconds[plan.name], "over_budget": over,
                                 "measurements": "full" if self.measurements == self.full else "reduced"}
         kept = [n for n in names if n not in skipped]
-        self._extracts[plan.name] = plan.name in self._extracting(kept)
+        self._extracts[plan.name] = self._extracting(kept).get(plan.name, ())
         self._after[plan.name] = kept[kept.index(plan.name) + 1:]
         self._after_seconds[plan.name] = sum(seconds[n] for n in self._after[plan.name])
         return dataclasses.replace(plan, epochs=epochs[plan.name]), sum(seconds.values())
@@ -467,7 +473,7 @@ class RunBudget:
         """Record a finished row; its cost for the epochs it ran corrects its kind's estimates."""
         row, key = self.rows[name], self.models[name].key
         correction = self._correction(key)
-        cost = self.cost(name, self.measurements, self._extracts.get(name, False))
+        cost = self.cost(name, self.measurements, self._extracts.get(name, ()))
         # The estimate before correction, for the epochs it really ran.
         row.update(spent_seconds=spent_seconds, epochs_run=epochs_run,
                    expected_seconds=cost.seconds(epochs_run) / correction)
