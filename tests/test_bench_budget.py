@@ -247,3 +247,22 @@ def test_the_default_run_has_a_budget_and_none_lifts_it(capsys):
         with pytest.raises(SystemExit):
             parse_args(["--time-budget", bad])
         assert f"expected a number of minutes > 0 or 'none'; received {bad!r}" in capsys.readouterr().err
+
+
+def test_a_row_measured_with_test_time_views_is_priced_with_them(tiny_datasets):
+    import dataclasses
+
+    from mmkeras.bench.budget import _probe_plan
+
+    plan = RowPlan("image_airbench", "image_airbench", "registered", "image", batch_size=16, epochs=2,
+                   training="speedrun")
+    probe = _probe_plan(plan, tiny_datasets, BenchConfig())
+    assert probe.measured_per_sample > probe.per_sample  # six views against one
+    assert _probe_plan(dataclasses.replace(plan, training=None), tiny_datasets, BenchConfig()).measured_per_sample is None
+    budget = _budget(60.0)
+    plain = budget.cost("image", REDUCED)
+    budget.probes[("row", "image")] = dataclasses.replace(budget.probes[("row", "image")], measured_per_sample=6e-3)
+    viewed = budget.cost("image", REDUCED)
+    assert viewed.epoch_seconds == plain.epoch_seconds  # epochs predict without the views
+    assert viewed.fixed_seconds - plain.fixed_seconds == pytest.approx(
+        5e-3 * REDUCED.samples("image", 2000) + 6e-3 * 2000)

@@ -207,10 +207,17 @@ class Probe:
     # per example, once per run for all rows that cut it (the prediction memo shares it):
     # ((key, seconds per example), ...), a key naming the borrowed models and the tensor.
     extract: tuple = ()
+    # Predicting one example with the model as it is measured, where that differs from the
+    # model as it trains (a speed-run image row measures six test-time views): None, the same.
+    measured_per_sample: float = None
 
     @property
     def extract_per_sample(self):
         return sum(seconds for _, seconds in self.extract)
+
+    @property
+    def measure_per_sample(self):
+        return self.per_sample if self.measured_per_sample is None else self.measured_per_sample
 
 
 def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build_seconds=0.0):
@@ -289,7 +296,16 @@ def _probe_plan(plan, ds, config):
         training.compile_model(model)
     build = time.perf_counter() - start
     probe = probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
-    return dataclasses.replace(probe, extract=extract)
+    measured = None
+    if plan.training == "speedrun":  # measured with its test-time views (speedrun.fit_speedrun)
+        from mmkeras.models.tta import with_tta
+
+        viewed, x = with_tta(model, shift=1), training.select_inputs(model, features)
+        viewed.predict(x, batch_size=plan.batch_size, verbose=0)  # traces
+        timed = time.perf_counter()
+        viewed.predict(x, batch_size=plan.batch_size, verbose=0)
+        measured = (time.perf_counter() - timed) / len(labels)
+    return dataclasses.replace(probe, extract=extract, measured_per_sample=measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,9 +417,11 @@ class RunBudget:
         epoch = int(np.ceil(m.n_train / m.batch_size)) * p.step_seconds + m.n_eval * p.per_sample
         # Building and tracing, its recipe's passes and traces, its measurements (and their
         # two timing traces and one for the perturbed predictions).
-        fixed = (p.build_seconds + p.per_sample * (m.recipe_passes * min(self.n_validation, MAX_FIT_EXAMPLES)
-                                                   + measurements.samples(m.family, self.n_test))
+        fixed = (p.build_seconds + p.per_sample * m.recipe_passes * min(self.n_validation, MAX_FIT_EXAMPLES)
+                 + p.measure_per_sample * measurements.samples(m.family, self.n_test)
                  + (3 + bool(m.recipe_passes)) * p.trace_seconds)
+        if p.measured_per_sample is not None:  # the model with its views, once more over the test set
+            fixed += p.measured_per_sample * self.n_test
         # The cut tensors it computes first, over every split and the perturbed subset.
         per_sample = sum(seconds for key, seconds in p.extract if key in extracts)
         fixed += per_sample * (m.n_train + m.n_eval + measurements.samples(m.family, self.n_test))
