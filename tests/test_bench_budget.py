@@ -266,3 +266,20 @@ def test_a_row_measured_with_test_time_views_is_priced_with_them(tiny_datasets):
     assert viewed.epoch_seconds == plain.epoch_seconds  # epochs predict without the views
     assert viewed.fixed_seconds - plain.fixed_seconds == pytest.approx(
         5e-3 * REDUCED.samples("image", 2000) + 6e-3 * 2000)
+
+
+def test_the_row_left_out_first_is_the_one_whose_absence_saves_most():
+    import dataclasses
+
+    # The row whose absence saves the most goes first: not the first of two rows that cut
+    # the same features (the second would pay them instead), but a row that shares nothing.
+    budget = _budget(60.0)
+    shared = Probe(step_seconds=0.01, build_seconds=1.0, per_sample=1e-5, trace_seconds=0.1, extract=((("f",), 1e-2),))
+    alone = Probe(step_seconds=0.01, build_seconds=1.0, per_sample=1e-5, trace_seconds=0.1, extract=((("g",), 6e-3),))
+    budget.probes.update({("a",): shared, ("b",): shared, ("c",): alone})
+    for name in ("a", "b", "c"):
+        budget.models[name] = dataclasses.replace(budget.models["fused"], name=name, key=(name,))
+    floor = {c.name: c.seconds(1) for c in budget._costs(["image", "a", "b", "c"], REDUCED)}
+    assert floor["a"] > floor["c"] > floor["b"]  # "a" is the costliest, as the first to extract
+    budget.seconds = floor["image"] + floor["a"] + floor["b"] + 15 + 5
+    assert budget.share(["image", "a", "b", "c"])[3] == ["c"]

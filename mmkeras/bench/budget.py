@@ -11,7 +11,7 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
    ensemble's members) are served first, up to their schedule; the other rows share what
    is left, each keeping the same fraction of its planned epochs, at least `min_epochs`;
 3. only if even every row at its fewest epochs overruns are rows left out: those no later
-   row borrows, the costliest first, until the rest fit. The plan, the console and
+   row borrows, first the one whose absence saves the most, until the rest fit. The plan, the console and
    results.json name them (a resumed run with more time trains them).
 
 Every trained row is probed on its own model: rows of one fusion stage still differ in
@@ -442,8 +442,12 @@ class RunBudget:
         self.measurements = measurements
         kept = list(names)
         while over and any(not c.borrowed for c in costs):
-            costliest = max((c for c in costs if not c.borrowed), key=lambda c: c.seconds(c.min_epochs))
-            kept.remove(costliest.name)
+            # The row whose absence saves the most: not merely the costliest, which may be
+            # costly only as the first to compute features that the next row would then pay.
+            def floor_without(name):
+                return sum(c.seconds(c.min_epochs) for c in self._costs([n for n in kept if n != name], measurements))
+
+            kept.remove(min((c.name for c in costs if not c.borrowed), key=floor_without))
             costs = self._costs(kept, measurements)
             epochs, over = share_budget(costs, self.left())
         return (epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs},
