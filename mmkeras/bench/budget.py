@@ -286,10 +286,10 @@ def _probe_plan(plan, ds, config):
         split = _cached_split(plan, model, config)
         if split is not None:
             parts = []
-            for part in split.parts():  # each cut tensor as the memo computes it
-                part.predict(features, verbose=0)  # traces
+            for part in split.parts():  # each cut tensor as the memo computes it (in batches of 256)
+                part.predict(features, batch_size=256, verbose=0)  # traces
                 timed = time.perf_counter()
-                part.predict(features, verbose=0)
+                part.predict(features, batch_size=256, verbose=0)
                 name, tensor = next(iter(part.output.items()))
                 parts.append((_extract_key(plan, name, tensor), (time.perf_counter() - timed) / len(labels)))
             extract, features, model = tuple(parts), split.features(features), split.head
