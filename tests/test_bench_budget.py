@@ -283,3 +283,6 @@ def test_the_row_left_out_first_is_the_one_whose_absence_saves_most():
     assert floor["a"] > floor["c"] > floor["b"]  # "a" is the costliest, as the first to extract
     budget.seconds = floor["image"] + floor["a"] + floor["b"] + 15 + 5
     assert budget.share(["image", "a", "b", "c"])[3] == ["c"]
+    # A recipe row is never left out: the seed graph's row is compared with it.
+    budget.models["c"] = dataclasses.replace(budget.models["c"], reference=True)
+    assert "c" not in budget.share(["image", "a", "b", "c"])[3]

@@ -11,7 +11,8 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
    ensemble's members) are served first, up to their schedule; the other rows share what
    is left, each keeping the same fraction of its planned epochs, at least `min_epochs`;
 3. only if even every row at its fewest epochs overruns are rows left out: those no later
-   row borrows, first the one whose absence saves the most, until the rest fit. The plan, the console and
+   row borrows (and not a recipe row: the seed graph's row is compared with it), first
+   the one whose absence saves the most, until the rest fit. The plan, the console and
    results.json name them (a resumed run with more time trains them).
 
 Every trained row is probed on its own model: rows of one fusion stage still differ in
@@ -322,6 +323,7 @@ class RowModel:
     batch_size: int = None
     recipe_passes: int = 0  # validation passes of its fusion recipe
     members: tuple = ()  # ensembles: the probe keys of the rows whose predictions they combine
+    reference: bool = False  # a recipe row: the seed graph's row is compared with it, never left out
 
 
 def _row_model(plan, plans, ds, keys):
@@ -341,7 +343,7 @@ def _row_model(plan, plans, ds, keys):
         n_train = n_all - n_val
     recipe_passes = RECIPE_VALIDATION_PASSES if plan.fusion_recipe else 0
     return RowModel(plan.name, keys[plan.name], plan.family, plan.epochs, borrowed, n_train, n_val + n_test,
-                    plan.batch_size, recipe_passes)
+                    plan.batch_size, recipe_passes, reference=plan.strategy == "recipe")
 
 
 class RunBudget:
@@ -441,17 +443,22 @@ class RunBudget:
                 break
         self.measurements = measurements
         kept = list(names)
-        while over and any(not c.borrowed for c in costs):
+        while over and any(self._droppable(c) for c in costs):
             # The row whose absence saves the most: not merely the costliest, which may be
             # costly only as the first to compute features that the next row would then pay.
             def floor_without(name):
                 return sum(c.seconds(c.min_epochs) for c in self._costs([n for n in kept if n != name], measurements))
 
-            kept.remove(min((c.name for c in costs if not c.borrowed), key=floor_without))
+            kept.remove(min((c.name for c in costs if self._droppable(c)), key=floor_without))
             costs = self._costs(kept, measurements)
             epochs, over = share_budget(costs, self.left())
         return (epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs},
                 [n for n in names if n not in kept])
+
+    def _droppable(self, cost):
+        """Whether the row of `cost` may be left out: not one that later rows borrow, nor the
+        recipe row the seed graph is compared with."""
+        return not cost.borrowed and not self.models[cost.name].reference
 
     def start_row(self, plan, names):
         """(`plan` with its epochs cut to its share, or None if it is left out; the seconds
