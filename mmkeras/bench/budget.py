@@ -32,7 +32,6 @@ import time
 import keras
 import numpy as np
 
-
 from mmkeras import training
 from mmkeras.bench import measure
 from mmkeras.bench.metrics import Measured
