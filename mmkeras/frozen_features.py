@@ -17,8 +17,9 @@ Where the cut would fall after such layers on a raw input (a trainable image bra
 its augmentation: early fusion, a fine-tuning phase) or where the cache would exceed
 `max_bytes`, `split_frozen` returns None and the caller trains the whole model as usual.
 A frozen tensor that carries a Keras mask (a token sequence that attention reads) is never
-cut: its frozen layers run in the head from the raw ids, and the rest is cached. Callbacks see the whole model (the benchmark's
-per-epoch test accuracy and best-epoch restore read and set it).
+cut: its frozen layers run in the head from the raw ids, and the rest is cached. Callbacks
+see the whole model (the benchmark's per-epoch test accuracy and best-epoch restore read
+and set it).
 """
 
 import dataclasses
