@@ -63,8 +63,13 @@ class FrozenSplit:
             out = {}
             for part in self.parts():
                 out.update(training.predict_outputs(part, features, batch_size=batch_size))
-        raw = {k: features[k] for k in self.head.input if k not in out}
-        return {**{name: np.asarray(value) for name, value in out.items()}, **raw}
+        return self.head_inputs(out, features)
+
+    def head_inputs(self, computed, features):
+        """The head's inputs from the cut tensors `computed` {name: array} and the raw
+        `features` the trainable layers read."""
+        raw = {k: features[k] for k in self.head.input if k not in computed}
+        return {**{name: np.asarray(value) for name, value in computed.items()}, **raw}
 
     def bytes_per_example(self):
         return sum(int(np.prod(t.shape[1:])) * np.dtype(t.dtype).itemsize for t in self.extractor.outputs)

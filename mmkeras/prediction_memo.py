@@ -235,7 +235,8 @@ class _Cut:
     part is a model of the raw inputs whose outputs (flattened; `names` None where the
     graph does not read one) the memo answers: a frozen nested model called once on raw
     inputs, and, for a model that trains, each frozen tensor its trainable layers read (a
-    borrowed branch's features, as a model of its own: `frozen_part`). `rest` computes the outputs from those and the raw inputs still read."""
+    borrowed branch's features, as a model of its own: `frozen_part`). `rest` computes the
+    outputs from those and the raw inputs still read."""
 
     def __init__(self, model):
         self.nodes, self.rest = [], None

@@ -285,22 +285,22 @@ def _probe_plan(plan, ds, config):
         model = strategies.build_registered(plan, ds, with_sources=False)
         split = _cached_split(plan, model, config)
         if split is not None:
-            parts = []
+            parts, computed = [], {}
             for part in split.parts():  # each cut tensor as the memo computes it (in batches of 256)
                 part.predict(features, batch_size=256, verbose=0)  # traces
                 timed = time.perf_counter()
-                part.predict(features, batch_size=256, verbose=0)
+                computed.update(part.predict(features, batch_size=256, verbose=0))
                 name, tensor = next(iter(part.output.items()))
                 parts.append((_extract_key(plan, name, tensor), (time.perf_counter() - timed) / len(labels)))
-            extract, features, model = tuple(parts), split.features(features), split.head
+            extract, features, model = tuple(parts), split.head_inputs(computed, features), split.head
         training.compile_model(model)
     build = time.perf_counter() - start
     probe = probe_row(model, features, labels, batch_size=plan.batch_size, prepare=prepare, build_seconds=build)
     measured = None
     if plan.training == "speedrun":  # measured with its test-time views (speedrun.fit_speedrun)
-        from mmkeras.models.tta import with_tta
+        from mmkeras import speedrun
 
-        viewed, x = with_tta(model, shift=1), training.select_inputs(model, features)
+        viewed, x = speedrun.with_views(model), training.select_inputs(model, features)
         viewed.predict(x, batch_size=plan.batch_size, verbose=0)  # traces
         timed = time.perf_counter()
         viewed.predict(x, batch_size=plan.batch_size, verbose=0)
