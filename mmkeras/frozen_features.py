@@ -31,7 +31,7 @@ import numpy as np
 
 from mmkeras import prediction_memo, training
 from mmkeras.data.pipeline import make_dataset
-from mmkeras.prediction_memo import frozen_part, merges, tensor_name
+from mmkeras.prediction_memo import frozen_part, has_weights, merges, tensor_name
 
 # A cache above this many bytes (train + validation features) is not built: the caller
 # trains the whole model instead. 2 GiB: CIFAR-10's 50,000 pairs with 4x4x256 image maps
@@ -75,10 +75,6 @@ class FrozenSplit:
         return sum(int(np.prod(t.shape[1:])) * np.dtype(t.dtype).itemsize for t in self.extractor.outputs)
 
 
-def _has_weights(operation):
-    return bool(getattr(operation, "weights", None))
-
-
 def split_frozen(model):
     """(FrozenSplit) of a functional `model` whose frozen layers compute something the
     trainable layers read; None when nothing is worth caching or the cut is unsafe (see the
@@ -101,8 +97,8 @@ def split_frozen(model):
         node = operation._inbound_nodes[node_index]
         parents = [visit(t) for t in node.input_tensors]
         frozen[key] = all(parents) and not getattr(operation, "trainable_weights", None)
-        derived[key] = frozen[key] and (_has_weights(operation) or any(derived[id(t)] for t in node.input_tensors))
-        random[key] = (not _has_weights(operation) and getattr(operation, "_call_has_training_arg", False)) \
+        derived[key] = frozen[key] and (has_weights(operation) or any(derived[id(t)] for t in node.input_tensors))
+        random[key] = (not has_weights(operation) and getattr(operation, "_call_has_training_arg", False)) \
             or any(random[id(t)] for t in node.input_tensors)
         return frozen[key]
 

@@ -154,13 +154,20 @@ def tensor_name(tensor):
         re.sub(r"\W", "_", f"{operation.name}_{node_index}_{index}")
 
 
+def has_weights(operation):
+    """Whether `operation` holds float weights (what a layer computes with). A counter
+    (`AlternatingFlip`'s int epoch) is bookkeeping: a layer that holds only one is as
+    weightless, and as random in training, as the augmentation it is."""
+    return any("float" in str(w.dtype) for w in getattr(operation, "weights", ()) or ())
+
+
 def merges(tensor):
     """Whether `tensor` is a weightless merge of several tensors (concatenate, add,
     multiply). A frozen part never ends on one: cut before it, the branches' features are
     the same tensors in every fused model that borrows them (one memo entry), and the
     merge costs nothing to recompute."""
     operation, node_index, _ = tensor._keras_history
-    if isinstance(operation, keras.layers.InputLayer) or getattr(operation, "weights", None):
+    if isinstance(operation, keras.layers.InputLayer) or has_weights(operation):
         return False
     return len(operation._inbound_nodes[node_index].input_tensors) > 1
 
@@ -204,8 +211,7 @@ def _frozen_tensors(model, tensors, inputs):
         operation, node_index, _ = tensor._keras_history
         parents = operation._inbound_nodes[node_index].input_tensors
         frozen[id(tensor)] = all(frozen[id(t)] for t in parents) and not getattr(operation, "trainable_weights", None)
-        derived[id(tensor)] = frozen[id(tensor)] and (bool(getattr(operation, "weights", None))
-                                                      or any(derived[id(t)] for t in parents))
+        derived[id(tensor)] = frozen[id(tensor)] and (has_weights(operation) or any(derived[id(t)] for t in parents))
     return {key for key, value in derived.items() if value
             and getattr(tensors[key], "_keras_mask", None) is None}
 

@@ -12,6 +12,8 @@ What it does, and why (the published recipe; our translation of its constants):
 - Label smoothing 0.2 (`SparseLabelSmoothingCrossentropy`).
 - Lookahead: every 5 steps the weights move to an exponential average of themselves whose
   decay grows as 0.95**5 x progress**3 (late steps are averaged, early ones are not).
+- Alternating flips: `AlternatingFlip` layers (the "speedrun" augmentation) learn the epoch
+  from `AlternateFlips`, so each image is seen mirrored on every other epoch.
 - Test-time augmentation in the returned model (`mmkeras.models.with_tta`): mirror and
   one-pixel shifts, six views (airbench's "level 2").
 Augmentation (flips, shifts of 2 pixels at 32x32, pixel noise on a quarter of the images) is the
@@ -26,7 +28,7 @@ from keras import ops
 
 from mmkeras import training
 from mmkeras.argument_checks import check_positive_int
-from mmkeras.branches.airbench_layers import PatchWhitening
+from mmkeras.branches.airbench_layers import AlternatingFlip, PatchWhitening
 
 LEARNING_RATE_PER_EXAMPLE = 11.5 / (1024 * (1 + 1 / (1 - 0.85)))
 MOMENTUM = 0.85
@@ -118,6 +120,31 @@ class Lookahead(keras.callbacks.Callback):
             self.average[i] += (1.0 - decay) * (w.numpy() - self.average[i])
             w.assign(self.average[i])
 
+    def on_train_end(self, logs=None):
+        # airbench ends on the average (its last update has decay 1): the steps after the
+        # last multiple of `every` are dropped, as there.
+        for w, average in zip(self.weights, self.average):
+            w.assign(average)
+
+
+class AlternateFlips(keras.callbacks.Callback):
+    """Tells the model's `AlternatingFlip` layers (nested ones too) the epoch at its start."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for layer in flip_layers(self.model):
+            layer.set_epoch(epoch)
+
+
+def flip_layers(model):
+    """The `AlternatingFlip` layers of `model`, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, AlternatingFlip):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(flip_layers(layer))
+    return found
+
 
 def adapt_whitening(model, datasets, max_images=WHITENING_IMAGES, seed=0):
     """Adapt `model`'s PatchWhitening layers to up to `max_images` training images (seeded
@@ -165,8 +192,8 @@ def fit_speedrun(model, datasets, *, epochs, tta=True, callbacks=None, verbose="
     adapted = adapt_whitening(model, datasets, seed=seed)
     total_steps = epochs * math.ceil(datasets.size("train") / datasets.batch_size)
     compile_speedrun(model, total_steps=total_steps, batch_size=datasets.batch_size)
-    lookahead = Lookahead(total_steps)
-    history, stats = training.fit(model, datasets, epochs=epochs, callbacks=[lookahead, *(callbacks or [])],
+    recipe = [Lookahead(total_steps), AlternateFlips()]
+    history, stats = training.fit(model, datasets, epochs=epochs, callbacks=[*recipe, *(callbacks or [])],
                                   verbose=verbose, **fit_kwargs)
     stats = dict(stats, whitening_images=min(WHITENING_IMAGES, datasets.size("train")) if adapted else 0, tta=tta)
     if tta:

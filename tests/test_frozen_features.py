@@ -40,6 +40,9 @@ def test_nothing_is_cut_where_it_would_change_training(tiny_datasets, trained_un
     # Early fusion trains its image branch behind the augmentation: that must keep acting.
     early = _fused(tiny_datasets, trained_unimodal, "early_cnn_lstm", image_augmentation="flip_translate")
     assert split_frozen(early) is None
+    # The speed-run flips hold an epoch counter, not weights: still augmentation.
+    early = _fused(tiny_datasets, trained_unimodal, "early_cnn_lstm", image_augmentation="speedrun")
+    assert early.get_layer("image_augment_flip").weights and split_frozen(early) is None
 
 
 def test_a_masked_frozen_sequence_runs_in_the_head(tiny_datasets, trained_unimodal):

@@ -87,6 +87,7 @@ EXAMPLES = {
     "ScaledBias": dict(init_kwargs=dict(gain=8.0), inputs=normal(3, 4, 2)),
     "RandomPixelNoise": dict(init_kwargs=dict(max_stddev=0.1, rate=0.5, value_range=1.0),
                              inputs=_rng.uniform(size=(BATCH, 3, 4, 2)).astype("float32")),
+    "AlternatingFlip": dict(init_kwargs=dict(seed=0), inputs=normal(3, 4, 2)),
     # Heads.
     "AuxiliaryHead": dict(init_kwargs=dict(units=3, loss_weight=0.5), inputs=normal(6)),
     # The product of experts of a fused model with unimodal experts: which modalities are

@@ -6,7 +6,7 @@ import pytest
 
 import mmkeras
 from mmkeras import speedrun
-from mmkeras.branches.airbench_layers import PartialIdentity, PatchWhitening, RandomPixelNoise, ScaledBias
+from mmkeras.branches.airbench_layers import AlternatingFlip, PartialIdentity, PatchWhitening, RandomPixelNoise, ScaledBias
 from mmkeras.models.tta import unwrap_tta
 
 SMALL = {"widths": (8, 16, 16)}
@@ -76,6 +76,32 @@ def test_pixel_noise_only_in_training_on_about_rate_of_the_images():
         RandomPixelNoise(rate=2)
 
 
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch():
+    images = np.random.default_rng(0).integers(0, 256, (64, 4, 5, 3)).astype("float32")
+    mirrored = images[:, :, ::-1]
+    layer = AlternatingFlip(seed=0)
+
+    def flipped(epoch=None):
+        if epoch is not None:
+            layer.set_epoch(epoch)
+        out = keras.ops.convert_to_numpy(layer(images, training=True))
+        is_mirror = np.all(out == mirrored, axis=(1, 2, 3))
+        assert np.all(is_mirror | np.all(out == images, axis=(1, 2, 3)))
+        return is_mirror
+
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images)), images)  # inference
+    assert 0.25 < flipped().mean() < 0.75  # no epoch set: random flips
+    assert not np.array_equal(flipped(), flipped())
+    even, odd = flipped(0), flipped(1)
+    assert 0.25 < even.mean() < 0.75 and np.array_equal(odd, ~even)  # each image, one way then the other
+    np.testing.assert_array_equal(flipped(2), even)
+    # Which half an image is in depends on the image, not on its place in the batch.
+    layer.set_epoch(0)
+    order = np.random.default_rng(1).permutation(len(images))
+    out = keras.ops.convert_to_numpy(layer(images[order], training=True))
+    np.testing.assert_array_equal(np.all(out == mirrored[order], axis=(1, 2, 3)), even[order])
+
+
 def test_triangular_schedule_and_label_smoothing_loss():
     schedule = speedrun.Triangular(1.0, total_steps=100)
     values = [float(schedule(s)) for s in (0, 23, 100, 200)]
@@ -103,6 +129,9 @@ def test_lookahead_pulls_the_weights_towards_their_average():
         callback.on_train_batch_end(step)
     decay = 0.95 ** 5  # at the last step: progress 1
     np.testing.assert_allclose(model.get_weights()[0], start + (1 - decay) * 1.0, atol=1e-6)
+    model.set_weights([moved + 1.0])  # a step after the last average is dropped at the end
+    callback.on_train_end()
+    np.testing.assert_allclose(model.get_weights()[0], start + (1 - decay) * 1.0, atol=1e-6)
 
 
 def test_planned_epochs_follow_the_data():
@@ -121,6 +150,7 @@ def test_fit_speedrun_learns_and_saves_with_its_tta(tiny_datasets, tmp_path):
     kernel = keras.ops.convert_to_numpy(model.get_layer("image_whiten").kernel).copy()
     trained, history, stats = speedrun.fit_speedrun(model, tiny_datasets, epochs=4, verbose=0)
     assert history["loss"][-1] < history["loss"][0] - 0.01
+    assert [int(layer.epoch.numpy()) for layer in speedrun.flip_layers(trained)] == [3]  # alternated
     assert stats["tta"] and stats["whitening_images"] == tiny_datasets.size("train")
     assert not np.allclose(keras.ops.convert_to_numpy(model.get_layer("image_whiten").kernel), kernel)
     assert unwrap_tta(trained) is model and trained is not model

@@ -12,6 +12,8 @@ Page's / Balsam's hlb-CIFAR10 lineage, in Keras: all registered and serializable
   of a 3x3 convolution the identity (torch's dirac_), the rest uniform in +-1/sqrt(fan_in).
 - `RandomPixelNoise`: Gaussian pixel noise on a random part of each training batch
   (robustness to sensor noise; inactive at inference).
+- `AlternatingFlip`: airbench's flips: each training image mirrored on every other epoch
+  (the epoch set by `mmkeras.speedrun`'s callback), random flips until one is set.
 """
 
 import keras
@@ -173,3 +175,44 @@ class RandomPixelNoise(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "max_stddev": self.max_stddev, "rate": self.rate,
                 "value_range": self.value_range, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class AlternatingFlip(keras.layers.Layer):
+    """airbench's "alternating" flips. In training, an image is mirrored left-right on
+    every other epoch: half of the images on even epochs, the other half on odd ones, so
+    two consecutive epochs show every image both ways, where random flips repeat the same
+    view half the time (airbench: worth a fraction of an epoch at equal cost). Which half an
+    image is in is the parity of its pixel sum (integer part), so no index has to travel
+    with it; the epoch is `epoch`, a variable that `mmkeras.speedrun.fit_speedrun` sets at
+    the start of every epoch (`set_epoch`). While it is -1 (a model trained another way)
+    images are flipped at random, like `keras.layers.RandomFlip("horizontal")`. At
+    inference it returns its input.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.epoch = self.add_weight(shape=(), dtype="int32", initializer=keras.initializers.Constant(-1),
+                                     trainable=False, name="epoch")
+
+    def set_epoch(self, epoch):
+        self.epoch.assign(int(epoch))
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        batch = ops.shape(inputs)[0]
+        # Integer pixel sums: exact and order-free, so an image's half never changes.
+        parity = ops.mod(ops.sum(ops.cast(ops.floor(ops.cast(inputs, "float32")), "int32"), axis=(1, 2, 3)), 2)
+        alternate = ops.not_equal(parity, ops.mod(ops.maximum(self.epoch, 0), 2))
+        chance = keras.random.uniform((batch,), seed=self.seed_generator) < 0.5
+        flip = ops.where(self.epoch < 0, chance, alternate)
+        return ops.where(ops.reshape(flip, (-1, 1, 1, 1)), ops.flip(inputs, axis=2), inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}

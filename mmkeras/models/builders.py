@@ -10,7 +10,7 @@ import keras
 from mmkeras import branches
 from mmkeras import fusion as fusion_layers
 from mmkeras.argument_checks import check_non_negative
-from mmkeras.branches.airbench_layers import RandomPixelNoise
+from mmkeras.branches.airbench_layers import AlternatingFlip, RandomPixelNoise
 from mmkeras.models.heads import AuxiliaryHead
 from mmkeras.models.transfer import freeze_prefix, transfer_weights
 
@@ -42,15 +42,19 @@ def _augment(image, augmentation):
     """In-graph training-time augmentation (inactive at inference, so exports need nothing).
 
     "flip_translate": random horizontal flips and shifts of up to 1/8 of the size.
-    "speedrun" (mmkeras.speedrun): flips, shifts of up to 1/16 (2 pixels at 32x32) and
-    Gaussian pixel noise (standard deviation up to 0.15 of the range) on a quarter of the
-    images (on half, clean accuracy fell by 7.8 points on a short CIFAR-10 schedule).
+    "speedrun" (mmkeras.speedrun): flips (alternating by epoch under fit_speedrun,
+    `AlternatingFlip`), shifts of up to 1/16 (2 pixels at 32x32) and Gaussian pixel noise
+    (standard deviation up to 0.15 of the range) on a quarter of the images (on half, clean
+    accuracy fell by 7.8 points on a short CIFAR-10 schedule).
     """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"Unknown image_augmentation {augmentation!r}; expected one of: {AUGMENTATIONS}.")
     if augmentation is None:
         return image
-    x = keras.layers.RandomFlip("horizontal", name="image_augment_flip")(image)
+    if augmentation == "speedrun":
+        x = AlternatingFlip(name="image_augment_flip")(image)
+    else:
+        x = keras.layers.RandomFlip("horizontal", name="image_augment_flip")(image)
     # Shifts with reflected borders: the standard CIFAR pad-and-crop. Nearest interpolation
     # shifts by whole pixels; bilinear would blur every training image by a sub-pixel shift
     # while test images stay sharp.
