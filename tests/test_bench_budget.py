@@ -126,26 +126,42 @@ def test_rows_that_cut_the_same_features_extract_them_once(tiny_datasets):
     assert budget._costs(["fused_2"], budget.full)[0].fixed_seconds == pytest.approx(second.fixed_seconds)
 
 
-def test_rows_are_left_out_only_when_even_their_fewest_epochs_overrun():
+def test_rows_are_left_out_only_when_their_fewest_epochs_overrun_or_starve_a_borrowed_row():
     budget = _budget(60.0)
     for name in ("fused_2", "fused_3"):
         budget.models[name] = RowModel(name, ("warm",), "fused", 6, False, 7200, 2800, batch_size=128)
     names = ["image", "fused", "fused_2", "fused_3"]
-    floor = {c.name: c.seconds(c.min_epochs) for c in budget._costs(names, REDUCED)}
-    # Enough for every row at its minimum: nothing left out.
-    budget.seconds = sum(floor.values()) + 15 + 5
+    fewest = {c.name: c.seconds(c.min_epochs) for c in budget._costs(names, REDUCED)}
+    image_floor = budget.cost("image", REDUCED).seconds(5)  # BORROWED_FLOOR of its 10 epochs
+    assert image_floor > fewest["image"] + 40
+    # Enough for every row at its minimum and the borrowed image row at half its epochs:
+    # nothing left out.
+    budget.seconds = image_floor + fewest["fused"] * 3 + 15 + 5
     epochs, over, _, skipped = budget.share(names)
-    assert skipped == [] and not over and set(epochs) == set(names)
-    # Not enough: rows no later row borrows are left out until the rest fit; never the
-    # borrowed image row.
-    budget.seconds = floor["image"] + floor["fused"] + 15 + 5
+    assert skipped == [] and not over and set(epochs) == set(names) and epochs["image"] >= 5
+    # Enough for every row at one epoch, but then the image row would get fewer than half
+    # its epochs: rows no later row borrows are left out until it has them.
+    budget.seconds = fewest["image"] + fewest["fused"] * 3 + 15 + 5
     epochs, over, seconds, skipped = budget.share(names)
-    assert len(skipped) == 2 and "image" not in skipped and not over
+    assert skipped and "image" not in skipped and not over and epochs["image"] >= 5
     assert set(epochs) == set(names) - set(skipped) and sum(seconds.values()) <= budget.left()
-    # The row being started is left out: start_row says so, and the budget records why.
-    plan, _ = budget.start_row(RowPlan(skipped[0], skipped[0], "registered", "fused", batch_size=128, epochs=6),
-                               names[names.index(skipped[0]):])
-    assert plan is None and "fewest epochs" in budget.skipped[skipped[0]] and skipped[0] in budget.record()["skipped"]
+    # A row before the image row (the seed graph's, in the default run) left out for it:
+    # start_row says so, and the budget records why.
+    assert "fused" in skipped  # the costliest of the fused rows (its recipe's passes)
+    plan, _ = budget.start_row(RowPlan("fused", "fused", "registered", "fused", batch_size=128, epochs=6),
+                               ["fused", "image", "fused_2", "fused_3"])
+    assert plan is None and "50% of their epochs" in budget.skipped["fused"] and "fused" in budget.record()["skipped"]
+    # Not even leaving out every other row gives the image row its floor: rows are left out
+    # only as far as the fewest epochs need (here one), and the image row gets what fits.
+    budget = _budget(60.0)
+    for name in ("fused_2", "fused_3"):
+        budget.models[name] = RowModel(name, ("warm",), "fused", 6, False, 7200, 2800, batch_size=128)
+    budget.seconds = fewest["image"] + fewest["fused"] * 2 + 15 + 5
+    epochs, over, seconds, skipped = budget.share(names)
+    assert len(skipped) == 1 and "image" not in skipped and not over and epochs["image"] < 5
+    plan, _ = budget.start_row(RowPlan("fused", "fused", "registered", "fused", batch_size=128, epochs=6),
+                               ["fused", "image", "fused_2", "fused_3"])
+    assert plan is None and "even at their fewest epochs" in budget.skipped["fused"]
     # Even the borrowed row alone overruns: said, nothing borrowed is dropped.
     budget.seconds = 1.0
     epochs, over, _, skipped = budget.share(names)
@@ -279,9 +295,9 @@ def test_the_row_left_out_first_is_the_one_whose_absence_saves_most():
     budget.probes.update({("a",): shared, ("b",): shared, ("c",): alone})
     for name in ("a", "b", "c"):
         budget.models[name] = dataclasses.replace(budget.models["fused"], name=name, key=(name,))
-    floor = {c.name: c.seconds(1) for c in budget._costs(["image", "a", "b", "c"], REDUCED)}
+    floor = {c.name: c.seconds(c.min_epochs) for c in budget._costs(["image", "a", "b", "c"], REDUCED, floored=True)}
     assert floor["a"] > floor["c"] > floor["b"]  # "a" is the costliest, as the first to extract
-    budget.seconds = floor["image"] + floor["a"] + floor["b"] + 15 + 5
+    budget.seconds = floor["image"] + floor["a"] + floor["b"] + 15 + 5  # the image row at half its epochs
     assert budget.share(["image", "a", "b", "c"])[3] == ["c"]
     # A recipe row is never left out: the seed graph's row is compared with it.
     budget.models["c"] = dataclasses.replace(budget.models["c"], reference=True)
