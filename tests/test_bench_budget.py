@@ -302,3 +302,16 @@ def test_the_row_left_out_first_is_the_one_whose_absence_saves_most():
     # A recipe row is never left out: the seed graph's row is compared with it.
     budget.models["c"] = dataclasses.replace(budget.models["c"], reference=True)
     assert "c" not in budget.share(["image", "a", "b", "c"])[3]
+
+
+def test_a_recipe_row_and_the_seed_row_compared_with_it_are_never_left_out(tiny_datasets):
+    from mmkeras.bench.budget import _row_model
+
+    plans = [RowPlan("recipe_seed_concat", "seed_concat", "recipe", "fused", batch_size=32, epochs=10),
+             RowPlan("seed_concat", "seed_concat", "registered", "fused", batch_size=128, epochs=6),
+             RowPlan("gmu_cnn_lstm", "gmu_cnn_lstm", "registered", "fused", batch_size=128, epochs=6)]
+    keys = {p.name: ("row", p.name) for p in plans}
+    assert {p.name: _row_model(p, plans, tiny_datasets, keys).reference for p in plans} == {
+        "recipe_seed_concat": True, "seed_concat": True, "gmu_cnn_lstm": False}
+    # Without its recipe row the seed graph's row is a row like any other.
+    assert not _row_model(plans[1], plans[1:], tiny_datasets, keys).reference

@@ -15,7 +15,7 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
    ensembles on a half-trained image branch are worth less than fewer rows on a trained
    one (on 7,200 CIFAR-10 pairs under an 8-minute budget the image row got 1 of 16 epochs,
    0.50 against 0.80, and the best fused row 0.75 against 0.89 untimed). Never left out:
-   a borrowed row, a recipe row (the seed graph's row is compared with it). First goes the
+   a borrowed row, a recipe row and the seed graph's row compared with it. First goes the
    row whose absence saves the most, until the rest fit; where leaving out every other
    row would not give the borrowed rows their floor, rows are left out only as far as the
    fewest epochs need. The plan, the console and results.json name them (a resumed run
@@ -332,7 +332,8 @@ class RowModel:
     batch_size: int = None
     recipe_passes: int = 0  # validation passes of its fusion recipe
     members: tuple = ()  # ensembles: the probe keys of the rows whose predictions they combine
-    reference: bool = False  # a recipe row: the seed graph's row is compared with it, never left out
+    # A recipe row and the seed graph's row compared with it: never left out, as a pair.
+    reference: bool = False
 
 
 def _row_model(plan, plans, ds, keys):
@@ -351,8 +352,9 @@ def _row_model(plan, plans, ds, keys):
         n_val = int(n_all * recipe.RECIPE["validation_split"])
         n_train = n_all - n_val
     recipe_passes = RECIPE_VALIDATION_PASSES if plan.fusion_recipe else 0
+    compared = any(p.strategy == "recipe" and p.model == plan.name for p in plans)
     return RowModel(plan.name, keys[plan.name], plan.family, plan.epochs, borrowed, n_train, n_val + n_test,
-                    plan.batch_size, recipe_passes, reference=plan.strategy == "recipe")
+                    plan.batch_size, recipe_passes, reference=plan.strategy == "recipe" or compared)
 
 
 class RunBudget:
@@ -486,8 +488,9 @@ class RunBudget:
         return kept, costs, epochs, over
 
     def _droppable(self, cost):
-        """Whether the row of `cost` may be left out: not one that later rows borrow, nor the
-        recipe row the seed graph is compared with."""
+        """Whether the row of `cost` may be left out: not one that later rows borrow, nor a
+        recipe row or the seed graph's row compared with it (one without the other says
+        nothing)."""
         return not cost.borrowed and not self.models[cost.name].reference
 
     def start_row(self, plan, names):
