@@ -137,13 +137,9 @@ class AlternateFlips(keras.callbacks.Callback):
 
 def flip_layers(model):
     """The `AlternatingFlip` layers of `model`, nested models included."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, AlternatingFlip):
-            found.append(layer)
-        elif hasattr(layer, "layers"):
-            found.extend(flip_layers(layer))
-    return found
+    from mmkeras.explain.model_parts import walk_layers
+
+    return [layer for layer in walk_layers(model) if isinstance(layer, AlternatingFlip)]
 
 
 def adapt_whitening(model, datasets, max_images=WHITENING_IMAGES, seed=0):
