@@ -63,13 +63,6 @@ def precision_policy(precision="auto"):
         keras.mixed_precision.set_global_policy(previous)
 
 
-# Train steps per call into the compiled graph for the benchmark's package rows: on 2 CPU
-# cores the seed graph at batch 128 on 7,200 pairs trained 1.2-1.4x faster at 16 than at 1
-# (2026-12-01), with bit-identical weights under op determinism. Batch-level callbacks then
-# run once per 16 steps, so it is not the default of `compile_settings`.
-PIPELINE_STEPS_PER_EXECUTION = 16
-
-
 def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None, steps_per_execution=1):
     """Recommended `compile` keyword arguments for an mmkeras model (any set of heads).
 

@@ -306,6 +306,29 @@ def test_time_to_accuracy_counts_warm_start_training():
     assert time_to_accuracy(rows[1:]) == {}  # no recipe row, nothing to compare with
 
 
+def test_comparisons_with_a_row_the_budget_cut_say_so():
+    from mmkeras.bench import report
+    from mmkeras.bench.analyses import budget_cut, speedups, time_to_accuracy
+
+    def row(name, acc, sps, **epochs):
+        return {"name": name, "test_accuracy": acc, "train_seconds": 10.0, "train_samples_per_second": sps,
+                "curve": [{"seconds": 10.0, "test_accuracy": acc}], **epochs}
+
+    full = [row("recipe_seed_concat", 0.7, 100.0, planned_epochs=10, scheduled_epochs=10),
+            row("seed_concat", 0.75, 300.0, planned_epochs=30)]
+    cut = [dict(full[0], planned_epochs=1), full[1]]
+    assert budget_cut(full[0]) is None and budget_cut(full[1]) is None  # no budget record: not cut
+    assert budget_cut(cut[0]) == "1 of 10 epochs"
+    assert "cut_by_budget" not in speedups(full)["seed_concat"]
+    assert speedups(cut)["seed_concat"]["cut_by_budget"] == {"recipe_seed_concat": "1 of 10 epochs"}
+    assert "reference_cut_by_budget" not in time_to_accuracy(full)
+    assert time_to_accuracy(cut)["reference_cut_by_budget"] == "1 of 10 epochs"
+    line = report._cut_warning("speedup", speedups(cut))
+    assert "NOT COMPARABLE" in line and "recipe_seed_concat to 1 of 10 epochs" in line
+    assert report._cut_warning("time_to_accuracy", time_to_accuracy(cut)).startswith(" NOT COMPARABLE")
+    assert report._cut_warning("speedup", speedups(full)) == ""
+
+
 def test_drop_words_and_pre_pad():
     ids = np.array([[5, 6, 7, 8, 0, 0], [0, 0, 0, 0, 0, 0]], np.int32)
     dropped = drop_words(ids, 0.5, seed=0)

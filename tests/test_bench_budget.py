@@ -218,6 +218,10 @@ def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, cap
     # Every trained row ran under a deadline (a busier machine stops it after an epoch).
     assert all("stopped_by_deadline_after" in r for n, r in budget["rows"].items() if n != "ensemble_product")
     assert "served first (later rows borrow its model)" in printed
+    # Each row says how far the budget cut it (recipe rows too): analyses.budget_cut reads it.
+    for name, row in rows.items():
+        assert (row["scheduled_epochs"], row["planned_epochs"]) == (
+            budget["rows"][name]["scheduled_epochs"], budget["rows"][name]["planned_epochs"])
 
 
 def test_throughput_and_latency_share_one_trace():

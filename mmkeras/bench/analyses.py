@@ -9,6 +9,20 @@ from mmkeras.bench.warm_starts import source_name
 REFERENCE_ROW = RECIPE_PREFIX + "seed_concat"
 
 
+def budget_cut(row):
+    """"E of S epochs" when the time budget gave `row` fewer epochs than its schedule (None:
+    not cut). A comparison with such a row measures the budget, not the pipeline."""
+    scheduled, planned = row.get("scheduled_epochs"), row.get("planned_epochs")
+    if scheduled is None or planned is None or planned >= scheduled:
+        return None
+    return f"{planned} of {scheduled} epochs"
+
+
+def _cuts(*rows):
+    """{row name: "E of S epochs"} for the rows among `rows` that the budget cut."""
+    return {r["name"]: cut for r in rows if (cut := budget_cut(r))}
+
+
 def time_to_accuracy(rows, default_fused=DEFAULT_FUSED, pretrained=()):
     """Seconds each row took to reach the seed recipe's final test accuracy (None: never).
 
@@ -23,6 +37,8 @@ def time_to_accuracy(rows, default_fused=DEFAULT_FUSED, pretrained=()):
     by_name.update({source_name(p["path"]): p for p in pretrained})
     out = {"target": target, "recipe_seconds": ref["train_seconds"], "models": {},
            "models_with_warm_start": {}}
+    if cut := budget_cut(ref):  # a shortened recipe sets a lower target in fewer seconds
+        out["reference_cut_by_budget"] = cut
     for r in rows:
         hit = next((c["seconds"] for c in r.get("curve", []) if c["test_accuracy"] >= target), None)
         out["models"][r["name"]] = hit
@@ -50,6 +66,8 @@ def speedups(rows):
         ours, ref = by_name[n], by_name[RECIPE_PREFIX + n]
         out[n] = {"samples_per_second_ratio": ours["train_samples_per_second"] / ref["train_samples_per_second"],
                   "accuracy_delta": ours["test_accuracy"] - ref["test_accuracy"]}
+        if cuts := _cuts(ours, ref):
+            out[n]["cut_by_budget"] = cuts
         key = "median_epoch_samples_per_second"
         if key in ours and key in ref:
             out[n]["median_epoch_ratio"] = ours[key] / ref[key]

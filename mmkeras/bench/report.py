@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 
-from mmkeras.bench import metrics
+from mmkeras.bench import analyses, metrics
 from mmkeras.data import ManifestData
 from mmkeras.export import export_model
 
@@ -69,8 +69,21 @@ def results_markdown(results):
         lines += [f"**Left out** {name}: {why}" for name, why in budget.get("skipped", {}).items()]
     for key, label in (("time_to_accuracy", "Time to accuracy"), ("speedup", "Pipeline vs seed recipe")):
         if results.get(key):
-            lines += ["", f"**{label}**: `{json.dumps(results[key])}`"]
+            lines += ["", f"**{label}**: `{json.dumps(results[key])}`" + _cut_warning(key, results[key])]
     return "\n".join(lines) + "\n"
+
+
+def _cut_warning(key, analysis):
+    """A sentence after an analysis whose rows the time budget cut (analyses.budget_cut)."""
+    if key == "time_to_accuracy":
+        cuts = {analyses.REFERENCE_ROW: analysis["reference_cut_by_budget"]} \
+            if "reference_cut_by_budget" in analysis else {}
+    else:
+        cuts = {n: c for pair in analysis.values() for n, c in pair.get("cut_by_budget", {}).items()}
+    if not cuts:
+        return ""
+    return (" NOT COMPARABLE: the time budget cut " + ", ".join(f"{n} to {c}" for n, c in cuts.items())
+            + "; rerun with a larger --time-budget (or none) to compare.")
 
 
 class BestExport:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from mmkeras import __version__
+from mmkeras.explain.model_parts import walk_layers
 from mmkeras.export.serving import (EXPLAIN_OUTPUTS, EXPLAIN_SIGNATURE, EXPLAIN_STEPS, FLOAT_SIGNATURE,
                                     MAIN_OUTPUT, OUTPUTS, SIGNATURE, SIGNATURES, TOKENIZE_SIGNATURE,
                                     make_serving_functions, make_tokenizer, model_image_size,
@@ -225,15 +226,7 @@ def _tolerance(model, atol):
     digits, so a compiled graph and eager calls may differ by ~1e-3 in probabilities."""
     if atol is not None:
         return atol
-    return 1e-2 if any(layer.compute_dtype in ("bfloat16", "float16") for layer in _all_layers(model)) else 1e-5
-
-
-def _all_layers(model):
-    """Every layer of `model`, nested models' (ensemble members) included."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+    return 1e-2 if any(layer.compute_dtype in ("bfloat16", "float16") for layer in walk_layers(model)) else 1e-5
 
 
 def verify_export(export_dir, model, vectorizer, image_size=None, atol=None):
