@@ -29,6 +29,7 @@ from keras import ops
 from mmkeras import training
 from mmkeras.argument_checks import check_positive_int
 from mmkeras.branches.airbench_layers import AlternatingFlip, PatchWhitening
+from mmkeras.explain.model_parts import walk_layers
 
 LEARNING_RATE_PER_EXAMPLE = 11.5 / (1024 * (1 + 1 / (1 - 0.85)))
 MOMENTUM = 0.85
@@ -137,8 +138,6 @@ class AlternateFlips(keras.callbacks.Callback):
 
 def flip_layers(model):
     """The `AlternatingFlip` layers of `model`, nested models included."""
-    from mmkeras.explain.model_parts import walk_layers
-
     return [layer for layer in walk_layers(model) if isinstance(layer, AlternatingFlip)]
 
 

@@ -125,10 +125,8 @@ def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, start
     row["wall_seconds"] = row["spent_seconds"] = time.perf_counter() - start  # training + every measurement
     row["planned_seconds"] = None if budget is None else budget.rows[plan.name]["planned_seconds"]
     if budget is not None:
-        # Its schedule's epochs and the budget's share of them (analyses.budget_cut); the
-        # recipe rows' stats carry no planned epochs of their own.
+        # Its schedule's epochs beside the budget's share (planned_epochs): analyses.budget_cut.
         row["scheduled_epochs"] = budget.rows[plan.name]["scheduled_epochs"]
-        row.setdefault("planned_epochs", budget.rows[plan.name]["planned_epochs"])
         budget.finish_row(plan.name, row["spent_seconds"], row.get("epochs") or 0)
     print(f"== {plan.name}: test accuracy {row['test_accuracy']:.4f} after {row.get('epochs')} epochs, "
           f"{_minutes(row['spent_seconds'])}" + ("" if budget is None else f" (planned {_minutes(row['planned_seconds'])})"))

@@ -177,8 +177,8 @@ def train_recipe(plan, ds, config, warm):
                                       sample_weight=None if weights is None else weights[train_y])
     if weights is not None:
         stats["class_weights"] = [float(w) for w in weights]
-    return Trained(model, dict(curve.exclude_from(stats), batch_size=plan.batch_size), fitted.history, curve,
-                   prepare=recipe_text)
+    return Trained(model, dict(curve.exclude_from(stats), batch_size=plan.batch_size, planned_epochs=plan.epochs),
+                   fitted.history, curve, prepare=recipe_text)
 
 
 def combine_ensemble(plan, ds, config, warm):
@@ -188,7 +188,7 @@ def combine_ensemble(plan, ds, config, warm):
         model = mmkeras.create_model(plan.model, members=members, validation_data=ds)
     seconds = time.perf_counter() - start
     # "Training" is fitting the combiner on the validation split (nothing, for most methods).
-    stats = {"train_seconds": seconds, "epochs": 0, "batch_size": None,
+    stats = {"train_seconds": seconds, "epochs": 0, "batch_size": None, "planned_epochs": plan.epochs,
              "train_samples_per_second": ds.size("validation") / seconds}
     return Trained(model, stats, {}, EpochCurve(None, None))  # never fitted: it holds no test set
 
