@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mmkeras.data import PairedData, PairedSplit, make_datasets, make_text_vectorizer, vectorize
+from mmkeras.data.pipeline import fit_sequence_length
 
 
 def test_pipeline_dtypes_and_shapes(tiny_datasets):
@@ -52,9 +53,37 @@ def test_same_seed_same_batches(synthetic_data):
     assert not np.array_equal(a[0], c[0])
 
 
+@pytest.mark.parametrize("counts, length", [
+    ([3] * 50, 8),  # short texts: the floor
+    ([10] * 60 + [15] * 39 + [17], 16),  # captions: 99% have <= 15 tokens
+    ([20] * 99 + [1000], 24),  # one outlier does not pad every batch
+    ([300] * 10, 128),  # long descriptions: capped
+    ([0] * 5, 8),  # no words at all
+])
+def test_fitted_sequence_length(counts, length):
+    assert fit_sequence_length(counts) == length
+
+
+def test_sequence_length_fitted_to_the_training_texts(synthetic_data):
+    words = [" ".join(["word"] * n) for n in range(1, 31)]  # 1..30 tokens
+    v = make_text_vectorizer(words * 4, vocab_size=20)
+    assert v.get_config()["output_sequence_length"] == 32
+    ids = vectorize(v, ["word word word", " ".join(["word"] * 40)])
+    assert ids.shape == (2, 32) and (ids[0, :3] > 1).all() and (ids[0, 3:] == 0).all() and (ids[1] > 1).all()
+    # The same vocabulary as a vectorizer of a given length: only the padding differs.
+    fixed = make_text_vectorizer(words * 4, vocab_size=20, sequence_length=40)
+    assert fixed.get_vocabulary() == v.get_vocabulary()
+    ds = make_datasets(synthetic_data, batch_size=16, vocab_size=50, seed=0)
+    longest = max(len(t.split()) for t in synthetic_data.train.text)
+    assert ds.sequence_length == ds.arrays["train"][0]["text"].shape[1] == ds.model_kwargs()["sequence_length"]
+    assert ds.sequence_length % 8 == 0 and ds.sequence_length < longest + 8
+
+
 @pytest.mark.parametrize("kwargs, received", [(dict(batch_size=0), "batch_size=0"),
                                               (dict(validation_fraction=1.0), "1.0"),
-                                              (dict(vocab_size=2), "vocab_size=2")])
+                                              (dict(vocab_size=2), "vocab_size=2"),
+                                              (dict(sequence_length=0), "sequence_length=0"),
+                                              (dict(sequence_length=2.5), "sequence_length=2.5")])
 def test_bad_arguments(synthetic_data, kwargs, received):
     with pytest.raises(ValueError, match=received):
         make_datasets(synthetic_data, **kwargs)

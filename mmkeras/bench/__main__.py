@@ -74,7 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips/shifts")
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--vocab-size", type=int, default=2000)
-    p.add_argument("--sequence-length", type=int, default=24)
+    p.add_argument("--sequence-length", type=int, default=None,
+                   help="tokens per text (default: the training texts' 99th percentile rounded up to a "
+                        "multiple of 8, within [8, 128])")
     p.add_argument("--strategy", default="default", choices=STRATEGIES,
                    help="tf.distribute strategy: mirrored over the visible GPUs (or logical CPU "
                         "devices), multi_worker from TF_CONFIG (see docs/scaling.md)")

@@ -47,7 +47,7 @@ class BenchConfig:
     text_init: str = None
     tensorboard: str = None
     vocab_size: int = 2000
-    sequence_length: int = 24
+    sequence_length: int = None  # None: fitted to the training texts (data.pipeline.fit_sequence_length)
     warm_start: bool = True  # fused rows start from this run's unimodal rows (frozen image branch)
     fused_epochs: int = None  # epochs of a warm-started fused row (None: --epochs, else from the data)
     fusion_recipe: str = DEFAULT_FUSION_RECIPE  # how a warm-started fused row trains (mmkeras.fusion_recipes)

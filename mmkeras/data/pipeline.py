@@ -1,7 +1,8 @@
 """tf.data pipelines: dict features {"image", "text"} plus integer labels.
 
 Text is vectorized once, up front, by a Keras `TextVectorization` adapted on the training
-texts only; sequences are right-padded with 0 (models mask them). The validation split is
+texts only; sequences are right-padded with 0 (models mask them) to a length fitted to the
+training texts unless one is given (`fit_sequence_length`). The validation split is
 carved from train, never from test, unless the data brings its own (a manifest's split).
 One seed fixes the split and the shuffle order.
 
@@ -12,6 +13,7 @@ pipelines yield exactly the batches the same images as arrays would, for the sam
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -21,22 +23,56 @@ from mmkeras.data.streaming import shuffle_buffer
 
 AUTOTUNE = tf.data.AUTOTUNE
 NO_WORDS = "[no words]"  # the vocabulary of texts without a word (punctuation is stripped)
+# The fitted sequence length (`fit_sequence_length`): the token count that covers this
+# quantile of the training texts, rounded up to a multiple of SEQUENCE_MULTIPLE, within
+# [MIN_SEQUENCE_LENGTH, MAX_SEQUENCE_LENGTH]. A quantile, not the maximum, so that one long
+# outlier does not pad every batch; the cap bounds the recurrent branches' steps.
+SEQUENCE_QUANTILE = 0.99
+SEQUENCE_MULTIPLE = 8
+MIN_SEQUENCE_LENGTH, MAX_SEQUENCE_LENGTH = 8, 128
 
 
-def make_text_vectorizer(texts, vocab_size=2000, sequence_length=24, name="text_vectorizer"):
-    """A TextVectorization layer adapted on `texts` (token 0 = padding, 1 = [UNK])."""
-    if vocab_size < 3:
-        raise ValueError(f"`vocab_size` must be >= 3 (padding, [UNK], a word). Received vocab_size={vocab_size}.")
-    if sequence_length < 1:
-        raise ValueError(f"`sequence_length` must be >= 1. Received sequence_length={sequence_length}.")
-    vectorizer = keras.layers.TextVectorization(
+def fit_sequence_length(token_counts):
+    """The padded length for texts of `token_counts` tokens each: their 99th percentile
+    rounded up to a multiple of 8, within [8, 128]. Short captions (10-17 words) get 16,
+    where a fixed 24 ran a third of every LSTM's steps over padding; long descriptions get
+    up to 128 rather than being cut at a constant."""
+    counts = np.asarray(token_counts, dtype=np.float64).reshape(-1)
+    if counts.size == 0 or (counts < 0).any():
+        raise ValueError(f"`token_counts` must be a non-empty sequence of counts >= 0. Received {token_counts!r}.")
+    covered = math.ceil(np.quantile(counts, SEQUENCE_QUANTILE, method="inverted_cdf") / SEQUENCE_MULTIPLE) * SEQUENCE_MULTIPLE
+    return int(min(max(covered, MIN_SEQUENCE_LENGTH), MAX_SEQUENCE_LENGTH))
+
+
+def _vectorizer(vocab_size, sequence_length, name):
+    return keras.layers.TextVectorization(
         max_tokens=vocab_size, output_mode="int", output_sequence_length=sequence_length, name=name
     )
+
+
+def make_text_vectorizer(texts, vocab_size=2000, sequence_length=None, name="text_vectorizer"):
+    """A TextVectorization layer adapted on `texts` (token 0 = padding, 1 = [UNK]), padding
+    to `sequence_length` tokens; None: fitted to `texts` (`fit_sequence_length`)."""
+    if vocab_size < 3:
+        raise ValueError(f"`vocab_size` must be >= 3 (padding, [UNK], a word). Received vocab_size={vocab_size}.")
+    if sequence_length is not None and (
+            not isinstance(sequence_length, (int, np.integer)) or isinstance(sequence_length, bool)
+            or sequence_length < 1):
+        raise ValueError(f"`sequence_length` must be an int >= 1 or None (fitted to the texts). "
+                         f"Received sequence_length={sequence_length!r}.")
+    vectorizer = _vectorizer(vocab_size, sequence_length or MAX_SEQUENCE_LENGTH, name)
     vectorizer.adapt(tf.constant(np.asarray(texts, dtype=np.str_)), batch_size=4096)
     if len(vectorizer.get_vocabulary()) < 3:
         # No word at all (every text empty: image-only data): an empty lookup table fails
         # when called, so hold one placeholder that standardized text can never contain.
         vectorizer.set_vocabulary([NO_WORDS])
+    if sequence_length is None:
+        # Count each text's tokens with the adapted layer itself (its standardization and
+        # split; ids are never 0 but for padding), then pad to the fitted length.
+        counts = (vectorize(vectorizer, texts) != 0).sum(axis=1) if len(texts) else [0]
+        fitted = _vectorizer(vocab_size, fit_sequence_length(counts), name)
+        fitted.set_vocabulary(vectorizer.get_vocabulary())
+        vectorizer = fitted
     return vectorizer
 
 
@@ -139,11 +175,14 @@ def split_train_validation(n, validation_fraction, seed):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=24,
+def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=None,
                   validation_fraction=0.1, seed=0, cache=True, cache_dir=None):
     """Pipelines for a PairedData or a streamed set (a manifest): vectorize text once,
     split, cache, shuffle, batch, prefetch.
 
+    sequence_length: tokens per text; None: fitted to the training texts
+        (`fit_sequence_length`: 16 for the project's captions); the result's
+        `sequence_length` says which.
     validation_fraction: of train, carved as validation, unless the data brings a
         non-empty `validation` split of its own (then it is used and this is not).
     cache: keep in-memory arrays' pipelines in memory (`Dataset.cache()`).
@@ -172,7 +211,8 @@ def make_datasets(data, batch_size=128, vocab_size=2000, sequence_length=24,
             stream.prepare(split, part.image)
     datasets = PairedDatasets(
         None, None, None, vectorizer, list(data.class_names), tuple(data.image_shape),
-        len(vectorizer.get_vocabulary()), sequence_length, arrays, batch_size, seed, stream,
+        len(vectorizer.get_vocabulary()), vectorizer.get_config()["output_sequence_length"], arrays, batch_size,
+        seed, stream,
     )
     pipelines = {split: datasets.pipeline(split, batch_size, cache=cache) for split in arrays}
     return dataclasses.replace(datasets, **pipelines)
