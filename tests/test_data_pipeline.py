@@ -1,7 +1,9 @@
 """tf.data pipelines: dtypes, shapes, right padding, split hygiene, reproducibility."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mmkeras.data import PairedData, PairedSplit, make_datasets, make_text_vectorizer, vectorize
 from mmkeras.data.pipeline import fit_sequence_length
@@ -77,6 +79,17 @@ def test_sequence_length_fitted_to_the_training_texts(synthetic_data):
     longest = max(len(t.split()) for t in synthetic_data.train.text)
     assert ds.sequence_length == ds.arrays["train"][0]["text"].shape[1] == ds.model_kwargs()["sequence_length"]
     assert ds.sequence_length % 8 == 0 and ds.sequence_length < longest + 8
+
+
+def test_fitted_vectorizer_saves_and_loads(tmp_path):
+    """The fitted vectorizer (its vocabulary set, not adapted) round-trips through .keras."""
+    v = make_text_vectorizer(["a red ball", "the blue cube is big", "a ball"] * 5, vocab_size=20)
+    model = keras.Sequential([keras.Input((1,), dtype="string"), v])
+    model.save(tmp_path / "v.keras")
+    loaded = keras.models.load_model(tmp_path / "v.keras")
+    texts = tf.constant([["red cube"], ["zzz ball is big"], [""]])
+    np.testing.assert_array_equal(np.asarray(loaded(texts)), np.asarray(model(texts)))
+    assert np.asarray(model(texts)).shape == (3, 8)
 
 
 @pytest.mark.parametrize("kwargs, received", [(dict(batch_size=0), "batch_size=0"),

@@ -60,7 +60,8 @@ def make_text_vectorizer(texts, vocab_size=2000, sequence_length=None, name="tex
             or sequence_length < 1):
         raise ValueError(f"`sequence_length` must be an int >= 1 or None (fitted to the texts). "
                          f"Received sequence_length={sequence_length!r}.")
-    vectorizer = _vectorizer(vocab_size, sequence_length or MAX_SEQUENCE_LENGTH, name)
+    vectorizer = _vectorizer(vocab_size, MAX_SEQUENCE_LENGTH if sequence_length is None else int(sequence_length),
+                             name)
     vectorizer.adapt(tf.constant(np.asarray(texts, dtype=np.str_)), batch_size=4096)
     if len(vectorizer.get_vocabulary()) < 3:
         # No word at all (every text empty: image-only data): an empty lookup table fails
