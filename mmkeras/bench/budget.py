@@ -48,6 +48,8 @@ from mmkeras.models.transfer import freeze_prefix
 
 # Train steps timed per probe (after one untimed step that traces the graph).
 PROBE_STEPS = 3
+# Timed predictions of one batch per probe; the shortest counts (`_fastest`).
+PREDICT_REPEATS = 3
 # Prediction passes over the validation split of a fusion recipe that fits weights there
 # ("experts": one per presence state), beyond the row's training.
 RECIPE_VALIDATION_PASSES = 4  # over at most experts.MAX_FIT_EXAMPLES validation pairs
@@ -230,6 +232,17 @@ class Probe:
         return self.per_sample if self.measured_per_sample is None else self.measured_per_sample
 
 
+def _fastest(call, repeats=PREDICT_REPEATS):
+    """The shortest of `repeats` timed calls: one prediction of a batch lasts milliseconds,
+    and a single timing of it caught a moment of load on a shared machine (8x too slow)."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
 def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build_seconds=0.0):
     """A `Probe` of a compiled `model`: PROBE_STEPS timed train steps at `batch_size` on
     the first rows of `features` (after one untimed step that traces the graph) and one
@@ -250,9 +263,7 @@ def probe_row(model, features, labels, *, batch_size, prepare=lambda f: f, build
     start = time.perf_counter()
     model.predict(x, batch_size=batch_size, verbose=0)  # traces the prediction graph
     first = time.perf_counter() - start
-    start = time.perf_counter()
-    model.predict(x, batch_size=batch_size, verbose=0)
-    predict_seconds = time.perf_counter() - start
+    predict_seconds = _fastest(lambda: model.predict(x, batch_size=batch_size, verbose=0))
     return Probe(step_seconds, build_seconds, predict_seconds / len(labels[:batch_size]),
                  max(first - predict_seconds, 0.0))
 
@@ -312,9 +323,7 @@ def _probe_plan(plan, ds, config):
 
         viewed, x = speedrun.with_views(model), training.select_inputs(model, features)
         viewed.predict(x, batch_size=plan.batch_size, verbose=0)  # traces
-        timed = time.perf_counter()
-        viewed.predict(x, batch_size=plan.batch_size, verbose=0)
-        measured = (time.perf_counter() - timed) / len(labels)
+        measured = _fastest(lambda: viewed.predict(x, batch_size=plan.batch_size, verbose=0)) / len(labels)
     return dataclasses.replace(probe, extract=extract, measured_per_sample=measured)
 
 
