@@ -40,7 +40,9 @@ def fit_sequence_length(token_counts):
     counts = np.asarray(token_counts, dtype=np.float64).reshape(-1)
     if counts.size == 0 or (counts < 0).any():
         raise ValueError(f"`token_counts` must be a non-empty sequence of counts >= 0. Received {token_counts!r}.")
-    covered = math.ceil(np.quantile(counts, SEQUENCE_QUANTILE, method="inverted_cdf") / SEQUENCE_MULTIPLE) * SEQUENCE_MULTIPLE
+    # "inverted_cdf": the smallest count that at least 99% of the texts do not exceed.
+    covered = np.quantile(counts, SEQUENCE_QUANTILE, method="inverted_cdf")
+    covered = math.ceil(covered / SEQUENCE_MULTIPLE) * SEQUENCE_MULTIPLE
     return int(min(max(covered, MIN_SEQUENCE_LENGTH), MAX_SEQUENCE_LENGTH))
 
 
