@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.argument_checks import check_optional_positive_int
 from mmkeras.data.streaming import shuffle_buffer
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -57,13 +58,8 @@ def make_text_vectorizer(texts, vocab_size=2000, sequence_length=None, name="tex
     to `sequence_length` tokens; None: fitted to `texts` (`fit_sequence_length`)."""
     if vocab_size < 3:
         raise ValueError(f"`vocab_size` must be >= 3 (padding, [UNK], a word). Received vocab_size={vocab_size}.")
-    if sequence_length is not None and (
-            not isinstance(sequence_length, (int, np.integer)) or isinstance(sequence_length, bool)
-            or sequence_length < 1):
-        raise ValueError(f"`sequence_length` must be an int >= 1 or None (fitted to the texts). "
-                         f"Received sequence_length={sequence_length!r}.")
-    vectorizer = _vectorizer(vocab_size, MAX_SEQUENCE_LENGTH if sequence_length is None else int(sequence_length),
-                             name)
+    sequence_length = check_optional_positive_int("sequence_length", sequence_length)  # None: fitted
+    vectorizer = _vectorizer(vocab_size, sequence_length or MAX_SEQUENCE_LENGTH, name)
     vectorizer.adapt(tf.constant(np.asarray(texts, dtype=np.str_)), batch_size=4096)
     if len(vectorizer.get_vocabulary()) < 3:
         # No word at all (every text empty: image-only data): an empty lookup table fails
