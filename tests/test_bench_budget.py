@@ -113,6 +113,15 @@ def test_rows_that_cut_the_same_features_extract_them_once(tiny_datasets):
     keys = [key for key, _ in cached.extract]
     assert len(keys) == len(set(keys)) >= 1 and all(key[0] == tuple(sorted(plan.warm_start.items())) for key in keys)
     assert [key for key, _ in _probe_plan(plan, tiny_datasets, BenchConfig()).extract] == keys
+    # Probes of rows that cut the same tensors time each extraction once (the run's probing
+    # passes them one dict): the second row reuses the first's timing and values.
+    extracted = {}
+    first = _probe_plan(plan, tiny_datasets, BenchConfig(), extracted)
+    assert sorted(key for key, _ in extracted) == sorted(keys)
+    timed = dict(extracted)
+    other = dataclasses.replace(plan, name="concat_other", model="seed_concat")
+    assert _probe_plan(other, tiny_datasets, BenchConfig(), extracted).extract == first.extract
+    assert extracted == timed
     # Two rows that cut the same features: the first pays the extraction, the second not;
     # once the first has run, neither does a later one.
     budget = _budget(60.0)
@@ -126,39 +135,47 @@ def test_rows_that_cut_the_same_features_extract_them_once(tiny_datasets):
     assert budget._costs(["fused_2"], budget.full)[0].fixed_seconds == pytest.approx(second.fixed_seconds)
 
 
-def test_rows_are_left_out_only_when_their_fewest_epochs_overrun_or_starve_a_borrowed_row():
-    budget = _budget(60.0)
+def _warm_rows(budget):
+    """`budget` with three fused rows that warm-start from the image row (one with a recipe)."""
+    import dataclasses
+
+    budget.models["fused"] = dataclasses.replace(budget.models["fused"], borrows=True)
     for name in ("fused_2", "fused_3"):
-        budget.models[name] = RowModel(name, ("warm",), "fused", 6, False, 7200, 2800, batch_size=128)
-    names = ["image", "fused", "fused_2", "fused_3"]
+        budget.models[name] = RowModel(name, ("warm",), "fused", 6, False, 7200, 2800, batch_size=128, borrows=True)
+    return budget, ["image", "fused", "fused_2", "fused_3"]
+
+
+def test_rows_are_left_out_only_when_their_fewest_epochs_overrun_or_starve_a_borrowed_row():
+    budget, names = _warm_rows(_budget(60.0))
     fewest = {c.name: c.seconds(c.min_epochs) for c in budget._costs(names, REDUCED)}
-    image_floor = budget.cost("image", REDUCED).seconds(5)  # BORROWED_FLOOR of its 10 epochs
-    assert image_floor > fewest["image"] + 40
-    # Enough for every row at its minimum and the borrowed image row at half its epochs:
+    image = budget.cost("image", REDUCED).seconds  # seconds of the image row at so many of its 10 epochs
+    assert fewest["fused"] > fewest["fused_2"] == fewest["fused_3"]  # "fused" has its recipe's passes
+    assert fewest["fused"] + fewest["fused_2"] + 1 < image(8) - image(5) < sum(fewest[n] for n in names[1:])
+    # Enough for every row at its minimum and the borrowed image row at 3/4 of its epochs:
     # nothing left out.
-    budget.seconds = image_floor + fewest["fused"] * 3 + 15 + 5
+    budget.seconds = image(8) + sum(fewest[n] for n in names[1:]) + 15 + 5
     epochs, over, _, skipped = budget.share(names)
-    assert skipped == [] and not over and set(epochs) == set(names) and epochs["image"] >= 5
-    # Enough for every row at one epoch, but then the image row would get fewer than half
-    # its epochs: rows no later row borrows are left out until it has them.
-    budget.seconds = fewest["image"] + fewest["fused"] * 3 + 15 + 5
+    assert skipped == [] and not over and set(epochs) == set(names) and epochs["image"] >= 8
+    # Enough for one fused row with the image row at 3/4 of its epochs: the others are left
+    # out (the costliest first), and start_row says why when its turn comes.
+    budget.seconds = image(8) + fewest["fused_2"] + 15 + 5
     epochs, over, seconds, skipped = budget.share(names)
-    assert skipped and "image" not in skipped and not over and epochs["image"] >= 5
-    assert set(epochs) == set(names) - set(skipped) and sum(seconds.values()) <= budget.left()
-    # A row before the image row (the seed graph's, in the default run) left out for it:
-    # start_row says so, and the budget records why.
-    assert "fused" in skipped  # the costliest of the fused rows (its recipe's passes)
+    assert sorted(skipped) == ["fused", "fused_2"] and not over and epochs["image"] >= 8
+    assert set(epochs) == {"image", "fused_3"} and sum(seconds.values()) <= budget.left()
     plan, _ = budget.start_row(RowPlan("fused", "fused", "registered", "fused", batch_size=128, epochs=6),
                                ["fused", "image", "fused_2", "fused_3"])
-    assert plan is None and "50% of their epochs" in budget.skipped["fused"] and "fused" in budget.record()["skipped"]
-    # Not even leaving out every other row gives the image row its floor: rows are left out
-    # only as far as the fewest epochs need (here one), and the image row gets what fits.
-    budget = _budget(60.0)
-    for name in ("fused_2", "fused_3"):
-        budget.models[name] = RowModel(name, ("warm",), "fused", 6, False, 7200, 2800, batch_size=128)
-    budget.seconds = fewest["image"] + fewest["fused"] * 2 + 15 + 5
+    assert plan is None and "75% of their epochs" in budget.skipped["fused"] and "fused" in budget.record()["skipped"]
+    # Three quarters would leave out every row built on the image row, which serves
+    # nothing: the next floor, half its epochs, keeps them all.
+    budget, names = _warm_rows(_budget(60.0))
+    budget.seconds = image(5) + sum(fewest[n] for n in names[1:]) + 15 + 1
+    epochs, over, _, skipped = budget.share(names)
+    assert skipped == [] and not over and 5 <= epochs["image"] < 8 and budget.floor == 0.5
+    # No floor keeps a row built on it: rows are left out only as far as the fewest epochs
+    # need (here one), and the image row gets what fits.
+    budget.seconds = fewest["image"] + fewest["fused"] + fewest["fused_2"] + 15 + 5
     epochs, over, seconds, skipped = budget.share(names)
-    assert len(skipped) == 1 and "image" not in skipped and not over and epochs["image"] < 5
+    assert len(skipped) == 1 and "image" not in skipped and not over and epochs["image"] < 3 and budget.floor == 0
     plan, _ = budget.start_row(RowPlan("fused", "fused", "registered", "fused", batch_size=128, epochs=6),
                                ["fused", "image", "fused_2", "fused_3"])
     assert plan is None and "even at their fewest epochs" in budget.skipped["fused"]
@@ -166,6 +183,22 @@ def test_rows_are_left_out_only_when_their_fewest_epochs_overrun_or_starve_a_bor
     budget.seconds = 1.0
     epochs, over, _, skipped = budget.share(names)
     assert over and list(epochs) == ["image"] and set(skipped) == {"fused", "fused_2", "fused_3"}
+
+
+def test_ensembles_are_left_out_after_the_rows_that_train():
+    """An ensemble only predicts with trained rows (and was the best row of several runs):
+    a row that trains goes first, even where the ensemble's absence would save more."""
+    budget, names = _warm_rows(_budget(60.0))
+    budget.probes[("row", "text")] = Probe(step_seconds=0.1, build_seconds=1.0, per_sample=1e-2, trace_seconds=1.0)
+    members = (("row", "image"), ("row", "text"))
+    budget.models["ensemble"] = RowModel("ensemble", ("ensemble", members), "ensemble", 0, False, 0, 800,
+                                         members=members, borrows=True)
+    names = ["image", "fused_2", "ensemble"]
+    fewest = {c.name: c.seconds(c.min_epochs) for c in budget._costs(names, REDUCED)}
+    assert fewest["ensemble"] > fewest["fused_2"]
+    budget.seconds = budget.cost("image", REDUCED).seconds(8) + fewest["ensemble"] + 15 + 1
+    epochs, over, _, skipped = budget.share(names)
+    assert skipped == ["fused_2"] and not over and epochs["image"] == 8
 
 
 def test_a_deadline_leaves_the_later_rows_their_fewest_epochs():
@@ -299,9 +332,9 @@ def test_the_row_left_out_first_is_the_one_whose_absence_saves_most():
     budget.probes.update({("a",): shared, ("b",): shared, ("c",): alone})
     for name in ("a", "b", "c"):
         budget.models[name] = dataclasses.replace(budget.models["fused"], name=name, key=(name,))
-    floor = {c.name: c.seconds(c.min_epochs) for c in budget._costs(["image", "a", "b", "c"], REDUCED, floored=True)}
+    floor = {c.name: c.seconds(c.min_epochs) for c in budget._costs(["image", "a", "b", "c"], REDUCED, floor=0.75)}
     assert floor["a"] > floor["c"] > floor["b"]  # "a" is the costliest, as the first to extract
-    budget.seconds = floor["image"] + floor["a"] + floor["b"] + 15 + 5  # the image row at half its epochs
+    budget.seconds = floor["image"] + floor["a"] + floor["b"] + 15 + 5  # the image row at 3/4 of its epochs
     assert budget.share(["image", "a", "b", "c"])[3] == ["c"]
     # A recipe row is never left out: the seed graph's row is compared with it.
     budget.models["c"] = dataclasses.replace(budget.models["c"], reference=True)

@@ -11,15 +11,18 @@ A row needs `fixed_seconds` (building, tracing, its fusion recipe, every measure
    ensemble's members) are served first, up to their schedule; the other rows share what
    is left, each keeping the same fraction of its planned epochs, at least `min_epochs`;
 3. rows are left out only if every row at its fewest epochs overruns, or if a borrowed row
-   would get less than BORROWED_FLOOR of its planned epochs: ten fused rows and the
+   would get less than a floor of its planned epochs (BORROWED_FLOORS, the highest that
+   leaving rows out can give, while a row that borrows stays): ten fused rows and the
    ensembles on a half-trained image branch are worth less than fewer rows on a trained
    one (on 7,200 CIFAR-10 pairs under an 8-minute budget the image row got 1 of 16 epochs,
-   0.50 against 0.80, and the best fused row 0.75 against 0.89 untimed). Never left out:
-   a borrowed row, a recipe row and the seed graph's row compared with it. First goes the
-   row whose absence saves the most, until the rest fit; where leaving out every other
-   row would not give the borrowed rows their floor, rows are left out only as far as the
-   fewest epochs need. The plan, the console and results.json name them (a resumed run
-   with more time trains them).
+   0.50 against 0.80, and the best fused row 0.75 against 0.89 untimed; at half the
+   machine's speed, 7 of 16 epochs gave 0.76 and the best multimodal row 0.87). Never left
+   out: a borrowed row, a recipe row and the seed graph's row compared with it. First go
+   the rows that train, the one whose absence saves the most first, then the ensembles
+   (they only predict with trained rows, and were the best row of several runs), until
+   the rest fit; where no floor can be kept, rows are left out only as far as the fewest
+   epochs need. The plan, the console and results.json name them (a resumed run with more
+   time trains them).
 
 Every trained row is probed on its own model: rows of one fusion stage still differ in
 what they cut and train (co-attention reads token sequences, concatenation pooled
@@ -121,9 +124,11 @@ class BudgetMeasured(Measured):
         return super().shares if self._measurements.shares(self._family) else None
 
 
-# The share of its planned epochs below which a borrowed row is not cut while rows that
-# borrow nothing could be left out instead (step 3 of the module docstring).
-BORROWED_FLOOR = 0.5
+# The shares of their planned epochs that borrowed rows are held to while rows that borrow
+# nothing could be left out instead (step 3 of the module docstring), the highest that
+# fits first. Measured on 7,200 CIFAR-10 pairs (speed-run image row, 16 epochs planned):
+# 16 epochs 0.80, 13 0.79, 7 0.76, 1 0.50; the fused rows and ensembles follow it.
+BORROWED_FLOORS = (0.75, 0.5, 0.25)
 
 # A row may train this much longer than planned before its fit is stopped (TrainingDeadline).
 DEADLINE_SLACK = 1.2
@@ -290,9 +295,12 @@ def _cached_split(plan, model, config):
     return split_frozen(model)
 
 
-def _probe_plan(plan, ds, config):
+def _probe_plan(plan, ds, config, extracted=None):
     """A Probe of `plan`, on an untrained copy of its model (of its trainable part, for a
-    row that trains on cached frozen features)."""
+    row that trains on cached frozen features). extracted: {(cut tensor's key, examples):
+    (seconds per example, its values)} of the probes so far, filled in: ten fused rows that
+    cut the same image features time that extraction once."""
+    extracted = {} if extracted is None else extracted
     from mmkeras.bench import strategies
 
     prepare, start = (lambda f: f), time.perf_counter()
@@ -308,11 +316,16 @@ def _probe_plan(plan, ds, config):
         if split is not None:
             parts, computed = [], {}
             for part in split.parts():  # each cut tensor as the memo computes it (in batches of 256)
-                part.predict(features, batch_size=256, verbose=0)  # traces
-                timed = time.perf_counter()
-                computed.update(part.predict(features, batch_size=256, verbose=0))
                 name, tensor = next(iter(part.output.items()))
-                parts.append((_extract_key(plan, name, tensor), (time.perf_counter() - timed) / len(labels)))
+                key = _extract_key(plan, name, tensor)
+                if (key, len(labels)) not in extracted:
+                    part.predict(features, batch_size=256, verbose=0)  # traces
+                    timed = time.perf_counter()
+                    values = part.predict(features, batch_size=256, verbose=0)
+                    extracted[key, len(labels)] = ((time.perf_counter() - timed) / len(labels), values)
+                seconds, values = extracted[key, len(labels)]
+                computed.update(values)
+                parts.append((key, seconds))
             extract, features, model = tuple(parts), split.head_inputs(computed, features), split.head
         training.compile_model(model)
     build = time.perf_counter() - start
@@ -343,6 +356,7 @@ class RowModel:
     members: tuple = ()  # ensembles: the probe keys of the rows whose predictions they combine
     # A recipe row and the seed graph's row compared with it: never left out, as a pair.
     reference: bool = False
+    borrows: bool = False  # it starts from or combines borrowed rows (warm start, ensemble)
 
 
 def _row_model(plan, plans, ds, keys):
@@ -355,7 +369,8 @@ def _row_model(plan, plans, ds, keys):
     if plan.strategy == "ensemble":  # predicts its members on validation (combiner fit), measures
         members = tuple(next((keys[p.name] for p in plans if p.saved_model and p.family == m), None)
                         for m in plan.members)
-        return RowModel(plan.name, ("ensemble", members), plan.family, 0, False, 0, n_val, members=members)
+        return RowModel(plan.name, ("ensemble", members), plan.family, 0, False, 0, n_val, members=members,
+                        borrows=True)
     if plan.strategy == "recipe":  # it splits train + validation 80/20 itself
         n_all = n_train + n_val
         n_val = int(n_all * recipe.RECIPE["validation_split"])
@@ -363,7 +378,8 @@ def _row_model(plan, plans, ds, keys):
     recipe_passes = RECIPE_VALIDATION_PASSES if plan.fusion_recipe else 0
     compared = any(p.strategy == "recipe" and p.model == plan.name for p in plans)
     return RowModel(plan.name, keys[plan.name], plan.family, plan.epochs, borrowed, n_train, n_val + n_test,
-                    plan.batch_size, recipe_passes, reference=plan.strategy == "recipe" or compared)
+                    plan.batch_size, recipe_passes, reference=plan.strategy == "recipe" or compared,
+                    borrows=bool(plan.warm_start))
 
 
 class RunBudget:
@@ -377,7 +393,7 @@ class RunBudget:
         self.full = self.measurements = full
         self.rows = {}  # row name -> scheduled/planned epochs, planned/spent seconds, measurements
         self.skipped = {}  # row name -> why it was left out
-        self.floored = False  # whether the last share kept the borrowed rows' floors
+        self.floor = 0.0  # the share of their epochs the last share kept borrowed rows at (0: none)
         self.corrections = {}  # probe key -> spent / expected seconds of its finished rows
         self._deadlines = {}  # row name -> the TrainingDeadline of its fit
         # row name -> it extracts features; the rows kept after it, and their planned seconds
@@ -388,10 +404,10 @@ class RunBudget:
         """Probe one row of each kind among `plans` (the rows still to train)."""
         start = time.perf_counter()
         keys = {p.name: probe_key(p) for p in plans}
-        probes = {}
+        probes, extracted = {}, {}
         for plan in plans:
             if plan.strategy != "ensemble" and keys[plan.name] not in probes:
-                probes[keys[plan.name]] = _probe_plan(plan, ds, config)
+                probes[keys[plan.name]] = _probe_plan(plan, ds, config, extracted)
         rows = {p.name: _row_model(p, plans, ds, keys) for p in plans}
         return cls(minutes, started, rows, probes, time.perf_counter() - start, n_test=ds.size("test"),
                    n_validation=ds.size("validation"), full=full_measurements(config))
@@ -423,15 +439,13 @@ class RunBudget:
                     first.setdefault(n, set()).add(key)
         return first
 
-    def _costs(self, names, measurements, floored=False):
-        """RowCosts of the rows `names`; floored: a borrowed row's fewest epochs are
-        BORROWED_FLOOR of its planned ones."""
+    def _costs(self, names, measurements, floor=0.0):
+        """RowCosts of the rows `names`; a borrowed row's fewest epochs are `floor` of its
+        planned ones."""
         extracting = self._extracting(names)
         costs = [self.cost(n, measurements, extracts=extracting.get(n, ())) for n in names]
-        if not floored:
-            return costs
-        return [dataclasses.replace(c, min_epochs=max(c.min_epochs, int(np.ceil(BORROWED_FLOOR * c.epochs))))
-                if c.borrowed else c for c in costs]
+        return [dataclasses.replace(c, min_epochs=max(c.min_epochs, int(np.ceil(floor * c.epochs))))
+                if c.borrowed and floor else c for c in costs]
 
     def cost(self, name, measurements, extracts=()):
         """The RowCost of row `name` when every row measures `measurements`; extracts: the
@@ -469,30 +483,33 @@ class RunBudget:
             if all(epochs[c.name] == c.epochs for c in costs) and not over:
                 break
         self.measurements = measurements
-        for floored in (True, False):
-            kept, costs, epochs, over = self._leave_out(names, measurements, floored)
-            if not over:
+        borrowing = [n for n in names if self.models[n].borrows]
+        for floor in (*BORROWED_FLOORS, 0.0):
+            kept, costs, epochs, over = self._leave_out(names, measurements, floor)
+            # A floor that leaves out every row built on the borrowed ones serves nothing.
+            if not over and (not borrowing or set(borrowing) & set(kept) or not floor):
                 break
-        self.floored = floored
+        self.floor = floor
         return (epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs},
                 [n for n in names if n not in kept])
 
-    def _leave_out(self, names, measurements, floored):
-        """(rows kept, their costs, epochs, over_budget): droppable rows left out, the one
-        whose absence saves the most first, while the rest overrun at their fewest epochs
-        (`floored`: borrowed rows' floors, see `_costs`)."""
+    def _leave_out(self, names, measurements, floor):
+        """(rows kept, their costs, epochs, over_budget): droppable rows left out while the
+        rest overrun at their fewest epochs (`floor`: borrowed rows', see `_costs`): rows
+        that train first, the one whose absence saves the most first, then ensembles."""
         kept = list(names)
-        costs = self._costs(kept, measurements, floored)
+        costs = self._costs(kept, measurements, floor)
         epochs, over = share_budget(costs, self.left())
         while over and any(self._droppable(c) for c in costs):
             # Not merely the costliest row, which may be costly only as the first to compute
             # features that the next row would then pay.
             def floor_without(name):
-                rest = self._costs([n for n in kept if n != name], measurements, floored)
+                rest = self._costs([n for n in kept if n != name], measurements, floor)
                 return sum(c.seconds(c.min_epochs) for c in rest)
 
-            kept.remove(min((c.name for c in costs if self._droppable(c)), key=floor_without))
-            costs = self._costs(kept, measurements, floored)
+            kept.remove(min((c.name for c in costs if self._droppable(c)),
+                            key=lambda n: (bool(self.models[n].members), floor_without(n))))
+            costs = self._costs(kept, measurements, floor)
             epochs, over = share_budget(costs, self.left())
         return kept, costs, epochs, over
 
@@ -507,8 +524,8 @@ class RunBudget:
         the run should still take); `names`: it and the rows after it."""
         epochs, over, seconds, skipped = self.share(names)
         if plan.name in skipped:
-            fewest = (f"with the rows that later rows borrow at {BORROWED_FLOOR:.0%} of their epochs and the others "
-                      "at their fewest" if self.floored else "even at their fewest epochs")
+            fewest = (f"with the rows that later rows borrow at {self.floor:.0%} of their epochs and the others "
+                      "at their fewest" if self.floor else "even at their fewest epochs")
             self.skipped[plan.name] = (f"with it, the rows still to run ({len(names)}) need more than "
                                        f"the {max(self.left(), 0) / 60:.1f} min left {fewest}")
             return None, sum(seconds.values())
@@ -529,7 +546,7 @@ class RunBudget:
         m = self.models[plan.name]
         if m.members:  # nothing trained in epochs
             return config
-        costs = self._costs([plan.name, *self._after[plan.name]], self.measurements, self.floored)
+        costs = self._costs([plan.name, *self._after[plan.name]], self.measurements, self.floor)
         cost, build = costs[0], self.probes[m.key].build_seconds * self._correction(m.key)
         # The fit's clock starts after the build: the rest of its fixed seconds come after it.
         left = self.left() - (cost.fixed_seconds - build)

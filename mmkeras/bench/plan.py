@@ -1,7 +1,10 @@
 """Planning a run: which rows, in what order, and how each one trains (a `RowPlan` each).
 
 The plan is made before anything trains: unimodal rows first (fused rows warm-start from
-them, ensembles combine them), then fused rows, then ensembles; a `recipe_<name>`
+them, ensembles combine them), text rows before image rows (the cheaper, and early
+stopping usually ends them well before their planned epochs: under --time-budget the image
+row, the long one, then gets the seconds they did not use), then fused rows, then
+ensembles; a `recipe_<name>`
 reference row for each selected seed model. Each row's epochs and batch size follow from
 the data (schedule.plan_schedule) unless --epochs / --batch-size / --fused-epochs say.
 """
@@ -16,7 +19,7 @@ from mmkeras.bench import recipe
 from mmkeras.bench.schedule import plan_schedule, preferred_batch
 from mmkeras.bench.warm_starts import MODALITIES
 
-FAMILY_ORDER = ("image", "text", "fused", "ensemble")
+FAMILY_ORDER = ("text", "image", "fused", "ensemble")
 RECIPE_PREFIX = "recipe_"
 # Fusion recipes that take the heads of both unimodal rows the branches came from.
 NEEDS_BOTH_SOURCES = ("experts",)

@@ -87,8 +87,8 @@ def print_plan(plans, finished, ds, budget):
             continue
         line = f"  {i:>2}. {describe(plan, ds.size('train'))}"
         if budget is not None and plan.name in skipped:
-            line += ("; LEFT OUT: the rows that later rows borrow would get less than half their epochs"
-                     if budget.floored else "; LEFT OUT: even at their fewest epochs the rows do not fit the budget")
+            line += (f"; LEFT OUT: the rows that later rows borrow would get less than {budget.floor:.0%} of their "
+                     "epochs" if budget.floor else "; LEFT OUT: even at their fewest epochs the rows do not fit the budget")
         elif budget is not None:
             cut = f", cut from {plan.epochs}" if epochs[plan.name] != plan.epochs else ""
             first = ", served first (later rows borrow its model)" if budget.models[plan.name].borrowed else ""
