@@ -188,6 +188,8 @@ def test_rows_are_left_out_only_when_their_fewest_epochs_overrun_or_starve_a_bor
 def test_ensembles_are_left_out_after_the_rows_that_train():
     """An ensemble only predicts with trained rows (and was the best row of several runs):
     a row that trains goes first, even where the ensemble's absence would save more."""
+    import dataclasses
+
     budget, names = _warm_rows(_budget(60.0))
     budget.probes[("row", "text")] = Probe(step_seconds=0.1, build_seconds=1.0, per_sample=1e-2, trace_seconds=1.0)
     members = (("row", "image"), ("row", "text"))
@@ -199,6 +201,23 @@ def test_ensembles_are_left_out_after_the_rows_that_train():
     budget.seconds = budget.cost("image", REDUCED).seconds(8) + fewest["ensemble"] + 15 + 1
     epochs, over, _, skipped = budget.share(names)
     assert skipped == ["fused_2"] and not over and epochs["image"] == 8
+    # Of ensembles that cost the same, the stacking one stays longest.
+    budget.models["stacking"] = dataclasses.replace(budget.models["ensemble"], name="stacking", kept_last=True)
+    epochs, over, _, skipped = budget.share(["image", "stacking", "ensemble"])
+    assert skipped == ["ensemble"] and not over and "stacking" in epochs
+
+
+def test_the_stacking_ensemble_is_marked_to_stay_longest(tiny_datasets):
+    from mmkeras.bench.budget import _row_model
+
+    plans = [RowPlan("image_simple_cnn", "image_simple_cnn", "registered", "image", batch_size=16, epochs=2,
+                     saved_model="image.keras"),
+             RowPlan("text_lstm", "text_lstm", "registered", "text", batch_size=16, epochs=2, saved_model="text.keras")]
+    plans += [RowPlan(n, n, "ensemble", "ensemble", members=("image", "text"))
+              for n in ("ensemble_average", "ensemble_stacking")]
+    keys = {p.name: ("row", p.name) for p in plans}
+    assert {p.name: _row_model(p, plans, tiny_datasets, keys).kept_last for p in plans[2:]} == {
+        "ensemble_average": False, "ensemble_stacking": True}
 
 
 def test_a_deadline_leaves_the_later_rows_their_fewest_epochs():
