@@ -245,6 +245,10 @@ def test_default_run_plan(tmp_path):
     airbench = plans["image_airbench"]
     assert airbench.saved_model == image and (airbench.epochs, airbench.batch_size) == (10, 512)
     assert airbench.training == "speedrun" and airbench.augmentation == "speedrun"
+    assert airbench.max_epochs == 20  # what a budget with room may give it; other rows: their own
+    assert all(p.max_epochs is None for n, p in plans.items() if n != "image_airbench")
+    fixed = BenchConfig(out=str(tmp_path), epochs=3)  # --epochs wins: no room taken either
+    assert plan_rows(["image_airbench"], fixed, WarmStarts.for_config(fixed), **cifar)[0].max_epochs is None
     assert airbench.precision == "auto" and plans["text_bilstm"].precision == "float32"
     assert plans["text_bilstm"].augmentation is None
     for fusion in mmkeras.list_fusions():  # early fusion too: build_fused keeps its image branch learning

@@ -35,6 +35,44 @@ def test_borrowed_rows_are_served_first():
     assert share_budget(costs, floor - 1) == ({"image": 1, "fused": 1, "seed": 1}, True)
 
 
+def test_rows_that_may_run_longer_take_the_room_left():
+    from mmkeras.bench.budget import extend_into
+
+    costs = [RowCost("image", 10, epoch_seconds=10.0, fixed_seconds=5.0, borrowed=True, max_epochs=20),
+             RowCost("fused", 6, epoch_seconds=1.0, fixed_seconds=5.0)]
+    full = {"image": 10, "fused": 6}
+    assert extend_into(costs, full, 116.0) == full  # no room beyond the schedules
+    assert extend_into(costs, full, 146.0) == {"image": 13, "fused": 6}
+    assert extend_into(costs, full, 1e6) == {"image": 20, "fused": 6}  # never beyond max_epochs
+    assert extend_into(costs, full, 100.0) == full  # over: nothing to extend (share_budget cuts)
+    assert extend_into(costs[1:], {"fused": 6}, 1e6) == {"fused": 6}  # no row may run longer
+
+
+def test_a_speed_run_row_is_lengthened_only_with_room_to_spare():
+    import dataclasses
+
+    budget = _budget(60.0)
+    budget.models["image"] = dataclasses.replace(budget.models["image"], max_epochs=20)
+    costs = {n: budget.cost(n, budget.full) for n in ("image", "fused")}
+    need = costs["image"].seconds(10) + costs["fused"].seconds(6)
+    # A loose budget: twice its epochs, no more; the last tenth of the budget stays unplanned.
+    epochs, over, seconds, _ = budget.share(["image", "fused"])
+    assert epochs == {"image": 20, "fused": 6} and not over
+    budget.seconds = (need + 3 * costs["image"].epoch_seconds + 15 + 1) / 0.9
+    epochs, _, seconds, _ = budget.share(["image", "fused"])
+    assert epochs == {"image": 13, "fused": 6} and sum(seconds.values()) <= budget.left() - 0.1 * budget.seconds
+    plan, _ = budget.start_row(RowPlan("image", "image", "registered", "image", batch_size=128, epochs=10,
+                                       max_epochs=20), ["image", "fused"])
+    assert plan.epochs == 13 and budget.rows["image"]["scheduled_epochs"] == 10
+    # Just enough for the schedules: nothing lengthened (nor when anything is cut).
+    budget = _budget(60.0)
+    budget.models["image"] = dataclasses.replace(budget.models["image"], max_epochs=20)
+    budget.seconds = need + 15 + 1
+    assert budget.share(["image", "fused"])[0] == {"image": 10, "fused": 6}
+    budget.seconds = need / 2
+    assert budget.share(["image", "fused"])[0]["image"] < 10
+
+
 def _budget(minutes, n_test=2000):
     """A RunBudget over two probed kinds of row, as if probing had just finished."""
     rows = {"image": RowModel("image", ("row", "image"), "image", 10, True, 7200, 2800, batch_size=128),

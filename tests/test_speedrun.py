@@ -140,6 +140,11 @@ def test_planned_epochs_follow_the_data():
     assert speedrun.planned_epochs(100, 16) == speedrun.MAX_EPOCHS
     with pytest.raises(ValueError, match="n_train=0"):
         speedrun.planned_epochs(0, 16)
+    # What a budget with room may make of them: twice, within MAX_EPOCHS.
+    assert [speedrun.extended_epochs(e) for e in (10, 14, 30, speedrun.MAX_EPOCHS)] == [
+        20, 28, speedrun.MAX_EPOCHS, speedrun.MAX_EPOCHS]
+    with pytest.raises(ValueError, match="epochs=0"):
+        speedrun.extended_epochs(0)
 
 
 def test_fit_speedrun_learns_and_saves_with_its_tta(tiny_datasets, tmp_path):

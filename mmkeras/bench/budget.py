@@ -136,6 +136,10 @@ BORROWED_FLOORS = (0.75, 0.5, 0.25)
 # caption sets 0.8870 (0.8475-0.8640) and 0.9630 (0.9130-0.9625).
 STACKING_KEPT_LAST = "stacking"
 
+# The share of the whole budget that lengthened rows (RowCost.max_epochs) leave unplanned:
+# the estimates of the rows after them err by up to a tenth (budget.corrections).
+EXTENSION_MARGIN = 0.1
+
 # A row may train this much longer than planned before its fit is stopped (TrainingDeadline).
 DEADLINE_SLACK = 1.2
 
@@ -174,9 +178,14 @@ class RowCost:
     fixed_seconds: float = 0.0
     min_epochs: int = 1
     borrowed: bool = False
+    max_epochs: int = None  # the most a budget with room may give it (None: `epochs`)
 
     def seconds(self, epochs):
         return self.fixed_seconds + epochs * self.epoch_seconds
+
+    @property
+    def longest(self):
+        return max(self.epochs, self.max_epochs or self.epochs)
 
 
 def _epochs_at(costs, fraction):
@@ -215,6 +224,24 @@ def share_budget(costs, budget_seconds):
         fraction = _largest_fraction(tier, budget_seconds - _total(others, epochs))
         epochs.update(_epochs_at(tier, fraction))
     return epochs, False
+
+
+def extend_into(costs, epochs, seconds):
+    """`epochs` (every row at its schedule) with the rows that may run longer (`max_epochs`)
+    lengthened by a common factor, each up to its `max_epochs`, while all of `costs` fit
+    in `seconds`."""
+    longer = [c for c in costs if c.longest > c.epochs]
+    if not longer or _total(costs, epochs) > seconds:
+        return epochs
+
+    def at(factor):
+        return {**epochs, **{c.name: min(c.longest, int(factor * c.epochs + 1e-9)) for c in longer}}
+
+    low, high = 1.0, max(c.longest / c.epochs for c in longer)
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if _total(costs, at(mid)) <= seconds else (low, mid)
+    return at(low)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,6 +390,7 @@ class RowModel:
     # A recipe row and the seed graph's row compared with it: never left out, as a pair.
     reference: bool = False
     borrows: bool = False  # it starts from or combines borrowed rows (warm start, ensemble)
+    max_epochs: int = None  # the most a budget with room may give it (RowPlan.max_epochs)
     # Left out last of all: the stacking ensemble, which learns its combination on the
     # validation split and was the best ensemble of every run measured (STACKING_KEPT_LAST).
     kept_last: bool = False
@@ -388,7 +416,7 @@ def _row_model(plan, plans, ds, keys):
     compared = any(p.strategy == "recipe" and p.model == plan.name for p in plans)
     return RowModel(plan.name, keys[plan.name], plan.family, plan.epochs, borrowed, n_train, n_val + n_test,
                     plan.batch_size, recipe_passes, reference=plan.strategy == "recipe" or compared,
-                    borrows=bool(plan.warm_start))
+                    borrows=bool(plan.warm_start), max_epochs=plan.max_epochs)
 
 
 class RunBudget:
@@ -478,7 +506,7 @@ class RunBudget:
         per_sample = sum(seconds for key, seconds in p.extract if key in extracts)
         fixed += per_sample * (m.n_train + m.n_eval + measurements.samples(m.family, self.n_test))
         c = self._correction(m.key)
-        return RowCost(name, m.epochs, epoch * c, fixed * c, borrowed=m.borrowed)
+        return RowCost(name, m.epochs, epoch * c, fixed * c, borrowed=m.borrowed, max_epochs=m.max_epochs)
 
     def share(self, names):
         """(epochs, over_budget, seconds, skipped) of the rows `names` in what is left of the
@@ -499,6 +527,10 @@ class RunBudget:
             if not over and (not borrowing or set(borrowing) & set(kept) or not floor):
                 break
         self.floor = floor
+        if not over and kept == list(names) and measurements == self.full:
+            # Room to spare: a row that may run longer (a speed-run schedule) takes it, but
+            # never the last EXTENSION_MARGIN of the budget (estimates err).
+            epochs = extend_into(costs, epochs, self.left() - EXTENSION_MARGIN * self.seconds)
         return (epochs, over, {c.name: c.seconds(epochs[c.name]) for c in costs},
                 [n for n in names if n not in kept])
 

@@ -46,6 +46,9 @@ class RowPlan:
     fusion_recipe: str = None  # a warm-started fused row: its mmkeras.fusion_recipes recipe
     early_stopping: bool = False  # stop on the validation split, restoring the best epoch's weights
     training: str = None  # the model's own training recipe (model_info "training", e.g. "speedrun")
+    # The most epochs a time budget with room to spare may give it (None: `epochs`): a
+    # speed-run schedule, which is a step target, not a run to convergence.
+    max_epochs: int = None
 
 
 def select_rows(pattern):
@@ -114,8 +117,10 @@ def _registered_plan(name, config, warm, data, validation):
     preferred = speedrun.BATCH_SIZE if training == "speedrun" else preferred_batch(name)
     epochs, batch_size = plan_schedule(family, data["n_train"], data["image_size"], preferred=preferred,
                                        warm_start=bool(warm_start), epochs=epochs, batch_size=config.batch_size)
+    max_epochs = None
     if training == "speedrun" and config.epochs is None:  # its own step target (mmkeras.speedrun)
         epochs = speedrun.planned_epochs(data["n_train"], batch_size)
+        max_epochs = speedrun.extended_epochs(epochs)
     augmentation = None
     if config.augment and "image" in branches:
         augmentation = "speedrun" if training == "speedrun" else "flip_translate"
@@ -123,7 +128,7 @@ def _registered_plan(name, config, warm, data, validation):
                    batch_size=batch_size, epochs=epochs, early_stopping=validation,
                    precision=config.image_precision if family == "image" else "float32",
                    augmentation=augmentation, warm_start=warm_start, saved_model=saved, branches=branches,
-                   fusion_recipe=fusion_recipe, training=training)
+                   fusion_recipe=fusion_recipe, training=training, max_epochs=max_epochs)
 
 
 def _recipe_plan(name, config):

@@ -90,7 +90,8 @@ def print_plan(plans, finished, ds, budget):
             line += (f"; LEFT OUT: the rows that later rows borrow would get less than {budget.floor:.0%} of their "
                      "epochs" if budget.floor else "; LEFT OUT: even at their fewest epochs the rows do not fit the budget")
         elif budget is not None:
-            cut = f", cut from {plan.epochs}" if epochs[plan.name] != plan.epochs else ""
+            cut = (f", cut from {plan.epochs}" if epochs[plan.name] < plan.epochs else
+                   f", extended from {plan.epochs} into the budget's room" if epochs[plan.name] > plan.epochs else "")
             first = ", served first (later rows borrow its model)" if budget.models[plan.name].borrowed else ""
             line += f"; planned {epochs[plan.name]} epochs{cut}{first}, about {_minutes(seconds[plan.name])}"
         print(line)
