@@ -1,8 +1,12 @@
 """The speed-run image branch (`airbench`) and its training recipe (mmkeras.speedrun)."""
 
+import math
+import time
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import mmkeras
 from mmkeras import speedrun
@@ -115,6 +119,52 @@ def test_triangular_schedule_and_label_smoothing_loss():
     plain = speedrun.SparseLabelSmoothingCrossentropy(0.0)(labels, probs)
     np.testing.assert_allclose(float(plain), -np.mean(np.log([0.7, 0.8])), atol=1e-6)
     assert float(smoothed) > float(plain)
+
+
+def test_a_schedule_is_laid_over_fewer_steps_when_a_fit_must_end_sooner():
+    schedule = speedrun.Triangular(1.0, total_steps=100)
+    schedule.shorten(50)  # 0.2 -> 1 over the first 11 steps, then down to 0.07 at step 50
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 11, 50, 80)], [0.2, 1.0, 0.07, 0.07], atol=1e-6)
+    schedule.shorten(200)  # never lengthened
+    assert schedule.total_steps == 50 and schedule.get_config()["total_steps"] == 50
+    # A compiled step reads the shortened schedule (the value lives in a variable).
+    step = tf.function(lambda s: schedule(s))
+    before = float(step(30))
+    schedule.shorten(30)
+    assert float(step(30)) == pytest.approx(0.07) != before
+
+
+class _SlowEpochs(keras.callbacks.Callback):
+    """Every epoch takes at least `seconds` (a busy machine)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(self.seconds)
+
+
+def test_a_fit_with_a_time_limit_anneals_within_it(tiny_datasets):
+    keras.utils.set_random_seed(0)
+    model = mmkeras.create_model("image_airbench", **tiny_datasets.model_kwargs(), branch_config=SMALL)
+    # Epochs of >= 0.5 s and 2.4 s to train: 8 epochs do not fit, about 4 do.
+    trained, history, stats = speedrun.fit_speedrun(model, tiny_datasets, epochs=8, verbose=0, tta=False,
+                                                    time_limit=2.4, callbacks=[_SlowEpochs(0.5)])
+    shortened = stats["schedule_shortened_to"]
+    assert shortened is not None and 2 <= shortened < 8 and len(history["loss"]) == shortened
+    steps = math.ceil(tiny_datasets.size("train") / tiny_datasets.batch_size)
+    schedule = trained.optimizer._learning_rate  # ended at the end of its (shortened) schedule
+    assert schedule.total_steps == shortened * steps
+    assert float(schedule(shortened * steps)) == pytest.approx(speedrun.LEARNING_RATE_PER_EXAMPLE
+                                                               * tiny_datasets.batch_size * 0.07)
+    # A limit that is never reached changes nothing.
+    keras.utils.set_random_seed(0)
+    model = mmkeras.create_model("image_airbench", **tiny_datasets.model_kwargs(), branch_config=SMALL)
+    _, history, stats = speedrun.fit_speedrun(model, tiny_datasets, epochs=3, verbose=0, tta=False, time_limit=600)
+    assert stats["schedule_shortened_to"] is None and len(history["loss"]) == 3
+    with pytest.raises(ValueError, match="time_limit=0"):
+        speedrun.fit_speedrun(model, tiny_datasets, epochs=3, time_limit=0)
 
 
 def test_lookahead_pulls_the_weights_towards_their_average():

@@ -46,7 +46,8 @@ def run_row(plan, ds, config, warm, budget=None):
     row = {"name": plan.name, "family": plan.family, **measure_row(measured),
            "curve": trained.curve.curve,
            # The schedule: epochs planned, and the epoch whose weights early stopping kept.
-           **{k: trained.stats[k] for k in ("planned_epochs", "best_epoch") if k in trained.stats},
+           **{k: trained.stats[k] for k in ("planned_epochs", "best_epoch", "schedule_shortened_to")
+              if k in trained.stats},
            "history": {k: [float(v) for v in vs] for k, vs in trained.history.items()}}
     if plan.warm_start is not None:  # modality -> the row (or file) its branch came from
         row["warm_start"] = {m: source_name(p) for m, p in plan.warm_start.items()}

@@ -135,9 +135,13 @@ def _train_by_fusion_recipe(model, plan, ds, config, curve, stopper, watchers):
 def _train_by_speedrun(model, plan, ds, config, curve, stopper, watchers):
     """An image row trained by its own recipe (mmkeras.speedrun); its test-time augmentation
     is part of the row's model, measured and saved."""
+    from mmkeras.bench.budget import TrainingDeadline
+
+    # Under a time budget its schedule is laid over the epochs the deadline leaves.
+    limit = next((c.seconds for c in config.callbacks if isinstance(c, TrainingDeadline)), None)
     model, history, stats = speedrun.fit_speedrun(
         model, ds, epochs=plan.epochs, seed=config.seed, class_weight=config.class_weight,
-        callbacks=callbacks_for(config, plan.name, watchers), verbose=2)
+        callbacks=callbacks_for(config, plan.name, watchers), verbose=2, time_limit=limit)
     stats = _schedule_stats(curve.exclude_from(stats), plan, curve, stopper)
     if stats.get("tta"):  # wrapped in test-time augmentation after its last epoch
         curve.record_final(model, stats["train_seconds"])
