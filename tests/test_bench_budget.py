@@ -239,13 +239,17 @@ def test_ensembles_are_left_out_after_the_rows_that_train():
     budget.seconds = budget.cost("image", REDUCED).seconds(8) + fewest["ensemble"] + 15 + 1
     epochs, over, _, skipped = budget.share(names)
     assert skipped == ["fused_2"] and not over and epochs["image"] == 8
-    # Of ensembles that cost the same, the stacking one stays longest.
-    budget.models["stacking"] = dataclasses.replace(budget.models["ensemble"], name="stacking", kept_last=True)
+    # The stacking ensemble is never left out: a multimodal row on the trained branches
+    # whatever the budget (its seconds are kept for it, even where nothing else fits).
+    budget.models["stacking"] = dataclasses.replace(budget.models["ensemble"], name="stacking", always_kept=True)
     epochs, over, _, skipped = budget.share(["image", "stacking", "ensemble"])
     assert skipped == ["ensemble"] and not over and "stacking" in epochs
+    budget.seconds = 1.0
+    epochs, over, _, skipped = budget.share(["image", "stacking", "ensemble"])
+    assert over and skipped == ["ensemble"] and set(epochs) == {"image", "stacking"}
 
 
-def test_the_stacking_ensemble_is_marked_to_stay_longest(tiny_datasets):
+def test_the_stacking_ensemble_is_marked_to_stay(tiny_datasets):
     from mmkeras.bench.budget import _row_model
 
     plans = [RowPlan("image_simple_cnn", "image_simple_cnn", "registered", "image", batch_size=16, epochs=2,
@@ -254,7 +258,7 @@ def test_the_stacking_ensemble_is_marked_to_stay_longest(tiny_datasets):
     plans += [RowPlan(n, n, "ensemble", "ensemble", members=("image", "text"))
               for n in ("ensemble_average", "ensemble_stacking")]
     keys = {p.name: ("row", p.name) for p in plans}
-    assert {p.name: _row_model(p, plans, tiny_datasets, keys).kept_last for p in plans[2:]} == {
+    assert {p.name: _row_model(p, plans, tiny_datasets, keys).always_kept for p in plans[2:]} == {
         "ensemble_average": False, "ensemble_stacking": True}
 
 
