@@ -55,8 +55,8 @@ def test_results_schema(results):
     assert on_disk["num_classes"] == 3 and on_disk["image_shape"] == [12, 10, 3]
     assert on_disk["n_test"] == 40 and on_disk["n_train"] + 12 == 120  # 10% validation from train
     names = [m["name"] for m in on_disk["models"]]
-    assert names == ["recipe_seed_image", "recipe_seed_text", "recipe_seed_concat",
-                     "seed_image", "seed_text", "seed_concat"]  # recipes, then unimodal, then fused
+    assert names == ["recipe_seed_text", "recipe_seed_image", "recipe_seed_concat",
+                     "seed_text", "seed_image", "seed_concat"]  # recipes, then unimodal (text first), then fused
     for m in on_disk["models"]:
         assert ROW_KEYS <= set(m), m["name"]
         assert set(m["robustness"]) == set(ROBUSTNESS)
