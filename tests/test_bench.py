@@ -11,7 +11,7 @@ import mmkeras
 from mmkeras.bench import BenchConfig, metrics, report, run, select_rows
 from mmkeras.bench.config import DEFAULT_IMAGE_MODEL, DEFAULT_MODELS, SEED_BATCH_SIZE
 from mmkeras.bench.measure import ROBUSTNESS, drop_words, perturbations
-from mmkeras.bench.plan import plan_rows
+from mmkeras.bench.plan import describe, plan_rows
 from mmkeras.bench.recipe import pre_pad
 from mmkeras.bench.schedule import plan_schedule
 from mmkeras.bench.warm_starts import WarmStarts
@@ -243,10 +243,14 @@ def test_default_run_plan(tmp_path):
     # Schedules from the data (see test_bench_schedule.py for the rule's table); the
     # speed-run image row has its own step target, batch and augmentation (mmkeras.speedrun).
     airbench = plans["image_airbench"]
-    assert airbench.saved_model == image and (airbench.epochs, airbench.batch_size) == (10, 512)
-    assert airbench.training == "speedrun" and airbench.augmentation == "speedrun"
-    assert airbench.max_epochs == 20  # what a budget with room may give it; other rows: their own
-    assert all(p.max_epochs is None for n, p in plans.items() if n != "image_airbench")
+    # On CIFAR-10's 45,000 images, airbench94_muon's optimizer and batch (speedrun.recipe_for).
+    assert airbench.saved_model == image and (airbench.epochs, airbench.batch_size) == (9, 2000)
+    assert airbench.training == "speedrun" and airbench.augmentation == "speedrun" and airbench.optimizer == "muon"
+    assert airbench.max_epochs == 18  # what a budget with room may give it; other rows: their own
+    assert all(p.max_epochs is None and p.optimizer is None for n, p in plans.items() if n != "image_airbench")
+    assert "speedrun recipe (muon), 9 epochs at batch 2000" in describe(airbench, 45000)
+    small = plan_rows(["image_airbench"], cfg, WarmStarts.for_config(cfg), n_train=7200, image_shape=(32, 32, 3))[0]
+    assert (small.optimizer, small.epochs, small.batch_size) == ("sgd", 16, 128)  # airbench94's SGD
     fixed = BenchConfig(out=str(tmp_path), epochs=3)  # --epochs wins: no room taken either
     assert plan_rows(["image_airbench"], fixed, WarmStarts.for_config(fixed), **cifar)[0].max_epochs is None
     assert airbench.precision == "auto" and plans["text_bilstm"].precision == "float32"

@@ -195,6 +195,22 @@ def test_planned_epochs_follow_the_data():
         20, 28, speedrun.MAX_EPOCHS, speedrun.MAX_EPOCHS]
     with pytest.raises(ValueError, match="epochs=0"):
         speedrun.extended_epochs(0)
+    # Muon's step target: airbench94_muon's 200 steps (8 epochs of 25 at 50,000 images).
+    assert speedrun.planned_epochs(50_000, 2000, "muon") == 8
+    assert speedrun.planned_epochs(45_000, 2000, "muon") == 9
+    with pytest.raises(ValueError, match="optimizer='adam'"):
+        speedrun.planned_epochs(45_000, 2000, "adam")
+
+
+def test_the_recipe_follows_the_data():
+    # Muon at its published scale (>= 20 steps of 2,000 an epoch, images <= 32x32), SGD elsewhere.
+    assert speedrun.recipe_for(45_000, (32, 32)) == ("muon", 2000)
+    assert speedrun.recipe_for(500_000) == ("muon", 2000)
+    assert speedrun.recipe_for(39_999, 32) == ("sgd", speedrun.BATCH_SIZE)
+    assert speedrun.recipe_for(7_200, (32, 32)) == ("sgd", speedrun.BATCH_SIZE)
+    assert speedrun.recipe_for(45_000, (64, 64)) == ("sgd", speedrun.BATCH_SIZE)
+    with pytest.raises(ValueError, match="n_train=0"):
+        speedrun.recipe_for(0)
 
 
 def test_fit_speedrun_learns_and_saves_with_its_tta(tiny_datasets, tmp_path):

@@ -49,6 +49,7 @@ class RowPlan:
     # The most epochs a time budget with room to spare may give it (None: `epochs`): a
     # speed-run schedule, which is a step target, not a run to convergence.
     max_epochs: int = None
+    optimizer: str = None  # a speed-run row's ("sgd" or "muon", mmkeras.speedrun.recipe_for)
 
 
 def select_rows(pattern):
@@ -114,12 +115,16 @@ def _registered_plan(name, config, warm, data, validation):
                 fusion_recipe = "frozen"
     else:  # unimodal: saved for the fused rows and ensembles that start from it
         saved = saved_model_path(config.out, name)
-    preferred = speedrun.BATCH_SIZE if training == "speedrun" else preferred_batch(name)
+    preferred, optimizer, batch_size = preferred_batch(name), None, config.batch_size
+    if training == "speedrun":  # its own optimizer and batch (mmkeras.speedrun.recipe_for)
+        optimizer, preferred = speedrun.recipe_for(data["n_train"], data["image_size"])
+        if optimizer == "muon":  # its batch as published: not halved for steps or pixels
+            batch_size = batch_size or preferred
     epochs, batch_size = plan_schedule(family, data["n_train"], data["image_size"], preferred=preferred,
-                                       warm_start=bool(warm_start), epochs=epochs, batch_size=config.batch_size)
+                                       warm_start=bool(warm_start), epochs=epochs, batch_size=batch_size)
     max_epochs = None
     if training == "speedrun" and config.epochs is None:  # its own step target (mmkeras.speedrun)
-        epochs = speedrun.planned_epochs(data["n_train"], batch_size)
+        epochs = speedrun.planned_epochs(data["n_train"], batch_size, optimizer)
         max_epochs = speedrun.extended_epochs(epochs)
     augmentation = None
     if config.augment and "image" in branches:
@@ -128,7 +133,7 @@ def _registered_plan(name, config, warm, data, validation):
                    batch_size=batch_size, epochs=epochs, early_stopping=validation,
                    precision=config.image_precision if family == "image" else "float32",
                    augmentation=augmentation, warm_start=warm_start, saved_model=saved, branches=branches,
-                   fusion_recipe=fusion_recipe, training=training, max_epochs=max_epochs)
+                   fusion_recipe=fusion_recipe, training=training, max_epochs=max_epochs, optimizer=optimizer)
 
 
 def _recipe_plan(name, config):
@@ -157,6 +162,7 @@ def describe(plan, n_train):
         what = f"{plan.family} model, branches warm-started ({sources}), fusion recipe {plan.fusion_recipe}"
     else:
         what = f"{plan.family} model from scratch" + (f", {plan.training} recipe" if plan.training else "")
+        what += f" ({plan.optimizer})" if plan.optimizer else ""
     steps = plan.epochs * math.ceil(n_train / plan.batch_size)
     stop = ", early stopping on the validation split" if plan.early_stopping else ""
     return f"{plan.name}: {what}, {plan.epochs} epochs at batch {plan.batch_size} (about {steps:,} steps{stop})"

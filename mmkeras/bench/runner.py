@@ -46,7 +46,7 @@ def run_row(plan, ds, config, warm, budget=None):
     row = {"name": plan.name, "family": plan.family, **measure_row(measured),
            "curve": trained.curve.curve,
            # The schedule: epochs planned, and the epoch whose weights early stopping kept.
-           **{k: trained.stats[k] for k in ("planned_epochs", "best_epoch", "schedule_shortened_to")
+           **{k: trained.stats[k] for k in ("planned_epochs", "best_epoch", "schedule_shortened_to", "optimizer")
               if k in trained.stats},
            "history": {k: [float(v) for v in vs] for k, vs in trained.history.items()}}
     if plan.warm_start is not None:  # modality -> the row (or file) its branch came from

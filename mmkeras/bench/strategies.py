@@ -141,7 +141,8 @@ def _train_by_speedrun(model, plan, ds, config, curve, stopper, watchers):
     limit = next((c.seconds for c in config.callbacks if isinstance(c, TrainingDeadline)), None)
     model, history, stats = speedrun.fit_speedrun(
         model, ds, epochs=plan.epochs, seed=config.seed, class_weight=config.class_weight,
-        callbacks=callbacks_for(config, plan.name, watchers), verbose=2, time_limit=limit)
+        callbacks=callbacks_for(config, plan.name, watchers), verbose=2, time_limit=limit,
+        optimizer=plan.optimizer or "sgd")
     stats = _schedule_stats(curve.exclude_from(stats), plan, curve, stopper)
     if stats.get("tta"):  # wrapped in test-time augmentation after its last epoch
         curve.record_final(model, stats["train_seconds"])
