@@ -11,6 +11,9 @@ from mmkeras import models  # noqa: E402,F401
 from mmkeras.models import build_fused, build_unimodal  # noqa: E402
 from mmkeras import ensembles  # noqa: E402,F401
 from mmkeras import explain  # noqa: E402,F401
+# The speed-run recipe's schedule, loss and optimizer (FilterMuon) are in a saved speed-run
+# model's compile config: loading one needs them registered.
+from mmkeras import speedrun  # noqa: E402,F401
 
 __all__ = ["build_fused", "build_unimodal", "create_model", "list_fusions", "list_models", "model_family",
            "model_info", "register_model", "__version__"]

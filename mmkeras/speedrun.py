@@ -35,8 +35,9 @@ from keras import ops
 
 from mmkeras import training
 from mmkeras.argument_checks import check_positive_int
-from mmkeras.branches.airbench_layers import AlternatingFlip, PatchWhitening
+from mmkeras.branches.airbench_layers import AlternatingFlip, PatchWhitening, ScaledBias
 from mmkeras.explain.model_parts import walk_layers
+from mmkeras.filter_muon import FilterMuon
 
 LEARNING_RATE_PER_EXAMPLE = 11.5 / (1024 * (1 + 1 / (1 - 0.85)))
 MOMENTUM = 0.85
@@ -269,10 +270,8 @@ def speedrun_schedule(optimizer, total_steps, batch_size):
 def muon_optimizer(model, schedule, batch_size):
     """airbench94_muon's optimizer for `model`: FilterMuon with its rates per variable,
     translated to a mean loss (x batch) and to our parametrization (ScaledBias gains, the
-    head behind the branch's 1/9 scale)."""
-    from mmkeras.branches.airbench_layers import ScaledBias
-    from mmkeras.filter_muon import FilterMuon
-
+    head behind the branch's 1/9 scale). Below batch 2,000 (an explicit --batch-size) the
+    kernels' step shrinks as sqrt(batch / 2,000), a rule not measured here."""
     rates = {}
     for layer in walk_layers(model):
         gain = layer.gain if isinstance(layer, ScaledBias) else 1.0

@@ -1,6 +1,8 @@
 """FilterMuon (mmkeras.filter_muon): Muon on convolution kernels, Nesterov SGD on the rest."""
 
 import math
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -94,6 +96,11 @@ def test_fit_speedrun_with_muon_learns_and_round_trips(tiny_datasets, tmp_path):
     loaded = keras.saving.load_model(tmp_path / "muon.keras")
     np.testing.assert_allclose(loaded.predict(features, verbose=0)["label"],
                                trained.predict(features, verbose=0)["label"], atol=1e-5)
+    # A fresh process that imports only mmkeras loads it (its optimizer, schedule and loss
+    # are registered by the package's import).
+    code = f"import keras, mmkeras; keras.saving.load_model({str(tmp_path / 'muon.keras')!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
     with pytest.raises(ValueError, match="optimizer='adam'"):
         speedrun.fit_speedrun(model, tiny_datasets, epochs=1, optimizer="adam")
 
