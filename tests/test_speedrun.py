@@ -125,13 +125,46 @@ def test_a_schedule_is_laid_over_fewer_steps_when_a_fit_must_end_sooner():
     schedule = speedrun.Triangular(1.0, total_steps=100)
     schedule.shorten(50)  # 0.2 -> 1 over the first 11 steps, then down to 0.07 at step 50
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 11, 50, 80)], [0.2, 1.0, 0.07, 0.07], atol=1e-6)
-    schedule.shorten(200)  # never lengthened
-    assert schedule.total_steps == 50 and schedule.get_config()["total_steps"] == 50
+    schedule.shorten(200)  # given back, never beyond the steps it was made for
+    assert schedule.total_steps == 100 and schedule.get_config()["total_steps"] == 100
+    schedule.shorten(50)
+    assert schedule.get_config()["total_steps"] == 50
     # A compiled step reads the shortened schedule (the value lives in a variable).
     step = tf.function(lambda s: schedule(s))
     before = float(step(30))
     schedule.shorten(30)
     assert float(step(30)) == pytest.approx(0.07) != before
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_fitted_schedule_follows_the_mean_pace_and_gives_epochs_back(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(speedrun.time, "perf_counter", clock)
+    schedule = speedrun.Triangular(1.0, total_steps=18 * 10)
+    lookahead = speedrun.Lookahead(total_steps=180)
+    fitter = speedrun.FitScheduleToTime(1000.0, schedule, lookahead, steps_per_epoch=10)
+    fitter.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    fitter.model.stop_training = False
+    fitter.on_train_begin()
+    shortened = []
+    # The first epoch traces (90 s, not counted); then 50 s epochs, one of 150 s (a busy host).
+    for epoch, seconds in enumerate([90, 50, 150] + [50] * 15):
+        clock.now += seconds
+        fitter.on_epoch_end(epoch)
+        shortened.append(fitter.shortened_to)
+        if fitter.model.stop_training:
+            break
+    # After the slow epoch the mean pace (100 s) fits 10 epochs in 1,000 s (the last
+    # epoch's 150 s: 7, for good); as the pace recovers the epochs come back, up to 17.
+    assert shortened[:4] == [None, None, 10, 11] and lookahead.total_steps == schedule.total_steps
+    assert shortened[-1] == len(shortened) == 17 and schedule.total_steps == 170 and clock.now <= 1000.0
 
 
 class _SlowEpochs(keras.callbacks.Callback):
