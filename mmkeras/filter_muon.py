@@ -20,6 +20,8 @@ import math
 import keras
 from keras import ops
 
+from mmkeras.argument_checks import check_non_negative, check_open_unit, check_positive_int, check_rate
+
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
@@ -51,23 +53,12 @@ class FilterMuon(keras.optimizers.Optimizer):
     def __init__(self, learning_rate=1.0, filter_rate=0.24, filter_momentum=0.6, momentum=0.85, rates=None,
                  default_rate=0.01, decay=0.0, ns_steps=3, name="filter_muon", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        for key, value in (("filter_rate", filter_rate), ("default_rate", default_rate)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{key}` must be a number > 0. Received {key}={value!r}")
-        for key, value in (("filter_momentum", filter_momentum), ("momentum", momentum)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-                raise ValueError(f"`{key}` must be a number in [0, 1). Received {key}={value!r}")
-        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or decay < 0:
-            raise ValueError(f"`decay` must be a number >= 0. Received decay={decay!r}")
-        if not isinstance(ns_steps, int) or isinstance(ns_steps, bool) or ns_steps < 1:
-            raise ValueError(f"`ns_steps` must be an int >= 1. Received ns_steps={ns_steps!r}")
-        rates = dict(rates or {})
-        bad = {k: v for k, v in rates.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0}
-        if bad:
-            raise ValueError(f"`rates` must map variable paths to numbers > 0. Received {bad}")
-        self.filter_rate, self.filter_momentum, self.momentum = float(filter_rate), float(filter_momentum), float(momentum)
-        self.rates, self.default_rate = {str(k): float(v) for k, v in rates.items()}, float(default_rate)
-        self.decay, self.ns_steps = float(decay), ns_steps
+        positive = math.inf
+        self.filter_rate = check_open_unit("filter_rate", filter_rate, high=positive)
+        self.default_rate = check_open_unit("default_rate", default_rate, high=positive)
+        self.filter_momentum, self.momentum = check_rate("filter_momentum", filter_momentum), check_rate("momentum", momentum)
+        self.rates = {str(k): check_open_unit(f"rates[{k!r}]", v, high=positive) for k, v in dict(rates or {}).items()}
+        self.decay, self.ns_steps = check_non_negative("decay", decay), check_positive_int("ns_steps", ns_steps)
 
     def build(self, var_list):
         if self.built:
@@ -84,10 +75,10 @@ class FilterMuon(keras.optimizers.Optimizer):
         return self.rates.get(variable.path, self.default_rate)
 
     def update_step(self, gradient, variable, learning_rate):
-        momentum = self.momentums[self._get_variable_index(variable)]
+        index = self._get_variable_index(variable)
+        momentum, rate = self.momentums[index], self._variable_rates[index]
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        rate = self._variable_rates[self._get_variable_index(variable)]
         if rate is None:
             self._muon_step(gradient, variable, learning_rate, momentum)
             return
