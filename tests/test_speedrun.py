@@ -231,17 +231,24 @@ def test_planned_epochs_follow_the_data():
     # Muon's step target: airbench94_muon's 200 steps (8 epochs of 25 at 50,000 images).
     assert speedrun.planned_epochs(50_000, 2000, "muon") == 8
     assert speedrun.planned_epochs(45_000, 2000, "muon") == 9
+    assert speedrun.planned_epochs(7_200, 250, "muon") == 8  # 29 steps an epoch: 7, at least 8
+    # Fewer images, more passes: 1 / sqrt(images) below MUON_SMALL_SET.
+    assert [speedrun.planned_epochs(n, 62, "muon") for n in (1_800, 800, 100)] == [16, 24, 40]
     with pytest.raises(ValueError, match="optimizer='adam'"):
         speedrun.planned_epochs(45_000, 2000, "adam")
 
 
 def test_the_recipe_follows_the_data():
-    # Muon at its published scale (>= 20 steps of 2,000 an epoch, images <= 32x32), SGD elsewhere.
+    # Muon on images <= 32x32: at its published batch where an epoch has >= 20 steps of it,
+    # else the batch halved until one does (never below MUON_MIN_BATCH); SGD on larger images.
     assert speedrun.recipe_for(45_000, (32, 32)) == ("muon", 2000)
     assert speedrun.recipe_for(500_000) == ("muon", 2000)
-    assert speedrun.recipe_for(39_999, 32) == ("sgd", speedrun.BATCH_SIZE)
-    assert speedrun.recipe_for(7_200, (32, 32)) == ("sgd", speedrun.BATCH_SIZE)
+    assert speedrun.recipe_for(39_999, 32) == ("muon", 1000)
+    assert speedrun.recipe_for(7_200, (32, 32)) == ("muon", 250)
+    assert speedrun.recipe_for(1_800, 32) == ("muon", 62)
+    assert speedrun.recipe_for(100, 32) == ("muon", 62)
     assert speedrun.recipe_for(45_000, (64, 64)) == ("sgd", speedrun.BATCH_SIZE)
+    assert speedrun.recipe_for(7_200, (28, 40)) == ("sgd", speedrun.BATCH_SIZE)
     with pytest.raises(ValueError, match="n_train=0"):
         speedrun.recipe_for(0)
 

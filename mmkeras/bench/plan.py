@@ -118,7 +118,7 @@ def _registered_plan(name, config, warm, data, validation):
     preferred, optimizer, batch_size = preferred_batch(name), None, config.batch_size
     if training == "speedrun":  # its own optimizer and batch (mmkeras.speedrun.recipe_for)
         optimizer, preferred = speedrun.recipe_for(data["n_train"], data["image_size"])
-        if optimizer == "muon":  # its batch as published: not halved for steps or pixels
+        if optimizer == "muon":  # recipe_for fitted its batch to the set: not halved again
             batch_size = batch_size or preferred
     epochs, batch_size = plan_schedule(family, data["n_train"], data["image_size"], preferred=preferred,
                                        warm_start=bool(warm_start), epochs=epochs, batch_size=batch_size)
