@@ -209,17 +209,6 @@ def test_rows_are_left_out_only_when_their_fewest_epochs_overrun_or_starve_a_bor
     budget.seconds = image(5) + sum(fewest[n] for n in names[1:]) + 15 + 1
     epochs, over, _, skipped = budget.share(names)
     assert skipped == [] and not over and 5 <= epochs["image"] < 8 and budget.floor == 0.5
-    # The same with the stacking ensemble, which is never left out: it does not count as a
-    # row built on the image row that the floor serves.
-    members = (("row", "image"),)
-    budget.models["stacking"] = RowModel("stacking", ("ensemble", members), "ensemble", 0, False, 0, 800,
-                                         members=members, borrows=True, always_kept=True)
-    stacking = budget._costs(["stacking"], REDUCED)[0].seconds(0)
-    budget.seconds += stacking
-    epochs, over, _, skipped = budget.share([*names, "stacking"])
-    assert skipped == [] and not over and 5 <= epochs["image"] < 8 and budget.floor == 0.5
-    del budget.models["stacking"]
-    budget.seconds -= stacking
     # No floor keeps a row built on it: rows are left out only as far as the fewest epochs
     # need (here one), and the image row gets what fits.
     budget.seconds = fewest["image"] + fewest["fused"] + fewest["fused_2"] + 15 + 5
