@@ -89,10 +89,11 @@ def planned_epochs(n_train, batch_size, optimizer="sgd"):
     `optimizer` ("sgd": TARGET_STEPS; "muon": MUON_TARGET_STEPS, and more passes below
     MUON_SMALL_SET images), within [MIN_EPOCHS, MAX_EPOCHS]."""
     steps = math.ceil(check_positive_int("n_train", n_train) / check_positive_int("batch_size", batch_size))
-    if _check_optimizer(optimizer) == "muon":
-        least = math.ceil(MIN_EPOCHS * math.sqrt(MUON_SMALL_SET / n_train) - 1e-9)
-        return min(max(math.ceil(MUON_TARGET_STEPS / steps), least, MIN_EPOCHS), MAX_EPOCHS)
-    return min(max(math.ceil(TARGET_STEPS / steps), MIN_EPOCHS), MAX_EPOCHS)
+    target, least = TARGET_STEPS, MIN_EPOCHS
+    if _check_optimizer(optimizer) == "muon":  # (the epsilon: 8 x sqrt(4) must stay 16)
+        target = MUON_TARGET_STEPS
+        least = math.ceil(MIN_EPOCHS * math.sqrt(max(MUON_SMALL_SET / n_train, 1.0)) - 1e-9)
+    return min(max(math.ceil(target / steps), least), MAX_EPOCHS)
 
 
 def recipe_for(n_train, image_size=None):
