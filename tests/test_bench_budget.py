@@ -350,6 +350,31 @@ def test_training_deadline_stops_a_fit_that_would_overrun():
     assert len(model.fit(x, y, epochs=1, verbose=0, callbacks=[late]).epoch) == 1 and late.stopped_after is None
 
 
+def test_the_speed_run_row_ends_by_its_schedule_not_by_the_deadline(monkeypatch):
+    import types
+
+    import keras
+    from mmkeras.bench import strategies
+    from mmkeras.bench.budget import TrainingDeadline
+
+    seen = {}
+
+    def fit_speedrun(model, ds, *, callbacks, time_limit, **kwargs):
+        seen.update(callbacks=callbacks, time_limit=time_limit)
+        return model, {}, {"schedule_shortened_to": 3}
+
+    monkeypatch.setattr(strategies.speedrun, "fit_speedrun", fit_speedrun)
+    deadline, other = TrainingDeadline(90.0), keras.callbacks.Callback()
+    config = BenchConfig(callbacks=[other, deadline])
+    plan = types.SimpleNamespace(name="image_airbench", epochs=8, batch_size=250, optimizer="muon")
+    curve = types.SimpleNamespace(exclude_from=lambda stats: stats)
+    strategies._train_by_speedrun(None, plan, None, config, curve, None, [])
+    # Its seconds become the fit's time limit (its schedule is laid over what fits); the
+    # deadline itself does not run, so a slow epoch cannot end the fit before it anneals.
+    assert seen["time_limit"] == 90.0 and other in seen["callbacks"] and deadline not in seen["callbacks"]
+    assert deadline.stopped_after == 3 and config.callbacks == [other, deadline]  # the budget reads it
+
+
 def test_the_default_run_has_a_budget_and_none_lifts_it(capsys):
     from mmkeras.bench.__main__ import parse_args
     from mmkeras.bench.config import DEFAULT_TIME_BUDGET

@@ -137,12 +137,17 @@ def _train_by_speedrun(model, plan, ds, config, curve, stopper, watchers):
     is part of the row's model, measured and saved."""
     from mmkeras.bench.budget import TrainingDeadline
 
-    # Under a time budget its schedule is laid over the epochs the deadline leaves.
-    limit = next((c.seconds for c in config.callbacks if isinstance(c, TrainingDeadline)), None)
+    # Under a time budget its schedule is laid over the epochs the deadline leaves, and the
+    # fit ends after them (speedrun.FitScheduleToTime). The deadline does not stop it too:
+    # after one slow epoch it could end the fit an epoch before that schedule anneals.
+    deadline = next((c for c in config.callbacks if isinstance(c, TrainingDeadline)), None)
+    config = dataclasses.replace(config, callbacks=[c for c in config.callbacks if c is not deadline])
     model, history, stats = speedrun.fit_speedrun(
         model, ds, epochs=plan.epochs, seed=config.seed, class_weight=config.class_weight,
-        callbacks=callbacks_for(config, plan.name, watchers), verbose=2, time_limit=limit,
-        optimizer=plan.optimizer or "sgd")
+        callbacks=callbacks_for(config, plan.name, watchers), verbose=2,
+        time_limit=max(deadline.seconds, 1e-3) if deadline is not None else None, optimizer=plan.optimizer or "sgd")
+    if deadline is not None:  # what the budget records of the row's stop
+        deadline.stopped_after = stats["schedule_shortened_to"]
     stats = _schedule_stats(curve.exclude_from(stats), plan, curve, stopper)
     if stats.get("tta"):  # wrapped in test-time augmentation after its last epoch
         curve.record_final(model, stats["train_seconds"])
