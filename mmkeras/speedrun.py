@@ -90,9 +90,12 @@ def planned_epochs(n_train, batch_size, optimizer="sgd"):
     MUON_SMALL_SET images), within [MIN_EPOCHS, MAX_EPOCHS]."""
     steps = math.ceil(check_positive_int("n_train", n_train) / check_positive_int("batch_size", batch_size))
     target, least = TARGET_STEPS, MIN_EPOCHS
-    if _check_optimizer(optimizer) == "muon":  # (the epsilon: 8 x sqrt(4) must stay 16)
+    if _check_optimizer(optimizer) == "muon":
         target = MUON_TARGET_STEPS
-        least = math.ceil(MIN_EPOCHS * math.sqrt(max(MUON_SMALL_SET / n_train, 1.0)) - 1e-9)
+        # The fewest epochs e >= MIN_EPOCHS x sqrt(MUON_SMALL_SET / n_train), in integers:
+        # e**2 must reach ceil(MIN_EPOCHS**2 x MUON_SMALL_SET / n_train).
+        square = -(-MIN_EPOCHS ** 2 * MUON_SMALL_SET // n_train)
+        least = max(math.isqrt(square - 1) + 1, MIN_EPOCHS)
     return min(max(math.ceil(target / steps), least), MAX_EPOCHS)
 
 
