@@ -330,6 +330,9 @@ def test_comparisons_with_a_row_the_budget_cut_say_so():
     cut = [dict(full[0], planned_epochs=1), full[1]]
     assert budget_cut(full[0]) is None and budget_cut(full[1]) is None  # no budget record: not cut
     assert budget_cut(cut[0]) == "1 of 10 epochs"
+    # A fit its deadline stopped was cut too; one the budget had lengthened was not.
+    assert budget_cut(dict(full[0], stopped_by_deadline_after=6)) == "6 of 10 epochs"
+    assert budget_cut(dict(full[0], planned_epochs=18, stopped_by_deadline_after=14)) is None
     assert "cut_by_budget" not in speedups(full)["seed_concat"]
     assert speedups(cut)["seed_concat"]["cut_by_budget"] == {"recipe_seed_concat": "1 of 10 epochs"}
     assert "reference_cut_by_budget" not in time_to_accuracy(full)

@@ -316,6 +316,7 @@ def test_a_tight_budget_reduces_measurements_and_says_so(user_dir, tmp_path, cap
     for name, row in rows.items():
         assert (row["scheduled_epochs"], row["planned_epochs"]) == (
             budget["rows"][name]["scheduled_epochs"], budget["rows"][name]["planned_epochs"])
+        assert row.get("stopped_by_deadline_after") == budget["rows"][name].get("stopped_by_deadline_after")
 
 
 def test_throughput_and_latency_share_one_trace():

@@ -10,12 +10,14 @@ REFERENCE_ROW = RECIPE_PREFIX + "seed_concat"
 
 
 def budget_cut(row):
-    """"E of S epochs" when the time budget gave `row` fewer epochs than its schedule (None:
-    not cut). A comparison with such a row measures the budget, not the pipeline."""
+    """"E of S epochs" when the time budget gave `row` fewer epochs than its schedule, by its
+    plan or by its deadline's stop (None: not cut). A comparison with such a row measures the
+    budget, not the pipeline."""
     scheduled, planned = row.get("scheduled_epochs"), row.get("planned_epochs")
-    if scheduled is None or planned is None or planned >= scheduled:
+    if scheduled is None or planned is None:
         return None
-    return f"{planned} of {scheduled} epochs"
+    ran = min(planned, row.get("stopped_by_deadline_after") or planned)
+    return f"{ran} of {scheduled} epochs" if ran < scheduled else None
 
 
 def _cuts(*rows):

@@ -130,6 +130,8 @@ def _train_row(plan, to_run, ds, config, warm, strategy, budget, position, start
         # Its schedule's epochs beside the budget's share (planned_epochs): analyses.budget_cut.
         row["scheduled_epochs"] = budget.rows[plan.name]["scheduled_epochs"]
         budget.finish_row(plan.name, row["spent_seconds"], row.get("epochs") or 0)
+        if budget.rows[plan.name].get("stopped_by_deadline_after") is not None:
+            row["stopped_by_deadline_after"] = budget.rows[plan.name]["stopped_by_deadline_after"]
     print(f"== {plan.name}: test accuracy {row['test_accuracy']:.4f} after {row.get('epochs')} epochs, "
           f"{_minutes(row['spent_seconds'])}" + ("" if budget is None else f" (planned {_minutes(row['planned_seconds'])})"))
     return row, model
