@@ -22,10 +22,12 @@ model's own: build it with `image_augmentation="speedrun"`.
 `optimizer="muon"` trains instead with airbench94_muon's optimizer (`mmkeras.filter_muon.
 FilterMuon`: Muon steps on the convolution kernels, SGD on the rest, the rates decaying
 linearly to 0, no lookahead); `recipe_for(n_train, image_size)` says which one, and at what
-batch, the benchmark uses: Muon on images up to 32x32, at batch 2,000 where the set has
-its published scale (it reaches SGD's accuracy on CIFAR-10 in 0.78-0.81x the seconds) and
-a smaller batch on smaller sets (7,200 images: 8 epochs of 250 beat SGD's 16 of 128 in
-half the seconds); SGD on larger images, where Muon was not measured.
+batch, the benchmark uses: Muon on images up to 64x64, at batch 2,000 where the set has
+its published scale (it reaches SGD's accuracy on CIFAR-10 in 0.78-0.81x the seconds), a
+batch of as many pixels on larger images (500 at 64x64) and a smaller batch on smaller
+sets (7,200 images: 8 epochs of 250 beat SGD's 16 of 128 in half the seconds; 5,821 at
+64x64: 9 of 250 beat SGD's 10 of 64 by 1.8 points); SGD on larger images, where Muon was
+not measured.
 """
 
 import math
@@ -63,13 +65,17 @@ MUON_BATCH_SIZE = 2000
 MUON_FILTER_RATE, MUON_FILTER_MOMENTUM = 0.24, 0.6
 MUON_BIAS_RATE, MUON_HEAD_RATE = 0.053, 0.67 * 81 / 256 ** 2
 MUON_DECAY = 2e-6
-# Where the benchmark uses it (`recipe_for`): images up to 32x32, 200 steps in all, at
+# Where the benchmark uses it (`recipe_for`): images up to 64x64, 200 steps in all, at
 # batch 2,000 where that gives MUON_MIN_STEPS an epoch (its published scale: 25 steps of
 # 50,000 images), else at the batch halved until it does (at least MUON_MIN_BATCH). On
 # CIFAR-10's 45,000 (2026-12-02): 8 epochs 0.9002 in 500 s of training, where airbench94's
 # SGD took 619 s for 0.9008 (10 epochs). On 7,200 CIFAR-10 images (batch 250, 8 epochs):
-# 0.807 in 135 s, where SGD took 284 s for 0.7985 (16 epochs of 128).
-MUON_MIN_STEPS, MUON_TARGET_STEPS, MUON_MAX_PIXELS, MUON_MIN_BATCH = 20, 200, 32 * 32, 32
+# 0.807 in 135 s, where SGD took 284 s for 0.7985 (16 epochs of 128). On 5,821 CIFAR-10
+# images upsampled to 64x64 (batch 250, 9 epochs): 0.789 in 633 s, where SGD took 729 s
+# for 0.7707 (10 epochs of 64). Images larger than 32x32 start from a batch of as many
+# pixels as 2,000 of 32x32 (MUON_BATCH_PIXELS: 500 at 64x64), for its memory.
+MUON_MIN_STEPS, MUON_TARGET_STEPS, MUON_MAX_PIXELS, MUON_MIN_BATCH = 20, 200, 64 * 64, 32
+MUON_BATCH_PIXELS = MUON_BATCH_SIZE * 32 * 32
 # Fewer images need more passes than 200 steps give: on 1,800 CIFAR-10 images (batch 62),
 # 8 epochs 0.643, 12 0.662, 16 0.689 (SGD's 16 x 32: 0.665); on 7,200, 8 epochs were enough
 # (0.807 and 0.8035, two seeds; SGD's 16 x 128: 0.7985 and 0.803). Below MUON_SMALL_SET
@@ -102,15 +108,17 @@ def planned_epochs(n_train, batch_size, optimizer="sgd"):
 def recipe_for(n_train, image_size=None):
     """(optimizer, batch_size) of the speed-run recipe on `n_train` images of `image_size`
     (a side or (H, W); None: unknown). Images no larger than MUON_MAX_PIXELS: airbench94_muon's
-    "muon" at MUON_BATCH_SIZE, halved until an epoch has MUON_MIN_STEPS steps (never below
-    MUON_MIN_BATCH; `muon_optimizer` scales the kernels' rate to it). Larger images:
-    airbench94's ("sgd", BATCH_SIZE) (the benchmark halves that batch on small sets)."""
+    "muon" at MUON_BATCH_SIZE (or MUON_BATCH_PIXELS' worth of larger images), halved until an
+    epoch has MUON_MIN_STEPS steps (never below MUON_MIN_BATCH; `muon_optimizer` scales the
+    kernels' rate to it). Larger images: airbench94's ("sgd", BATCH_SIZE) (the benchmark
+    halves that batch on small sets)."""
     n_train = check_positive_int("n_train", n_train)
+    batch_size = MUON_BATCH_SIZE
     if image_size is not None:
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)[:2]
         if height * width > MUON_MAX_PIXELS:
             return "sgd", BATCH_SIZE
-    batch_size = MUON_BATCH_SIZE
+        batch_size = min(batch_size, MUON_BATCH_PIXELS // (height * width))
     while batch_size // 2 >= MUON_MIN_BATCH and n_train < batch_size * MUON_MIN_STEPS:
         batch_size //= 2
     return "muon", batch_size

@@ -251,8 +251,10 @@ def test_default_run_plan(tmp_path):
     assert "speedrun recipe (muon), 9 epochs at batch 2000" in describe(airbench, 45000)
     small = plan_rows(["image_airbench"], cfg, WarmStarts.for_config(cfg), n_train=7200, image_shape=(32, 32, 3))[0]
     assert (small.optimizer, small.epochs, small.batch_size) == ("muon", 8, 250)  # a batch with 20 steps
-    large = plan_rows(["image_airbench"], cfg, WarmStarts.for_config(cfg), n_train=7200, image_shape=(64, 64, 3))[0]
-    assert (large.optimizer, large.epochs, large.batch_size) == ("sgd", 16, 128)  # airbench94's SGD
+    larger = plan_rows(["image_airbench"], cfg, WarmStarts.for_config(cfg), n_train=7200, image_shape=(64, 64, 3))[0]
+    assert (larger.optimizer, larger.epochs, larger.batch_size) == ("muon", 8, 250)
+    large = plan_rows(["image_airbench"], cfg, WarmStarts.for_config(cfg), n_train=7200, image_shape=(96, 96, 3))[0]
+    assert (large.optimizer, large.epochs, large.batch_size) == ("sgd", 8, 64)  # airbench94's SGD
     fixed = BenchConfig(out=str(tmp_path), epochs=3)  # --epochs wins: no room taken either
     assert plan_rows(["image_airbench"], fixed, WarmStarts.for_config(fixed), **cifar)[0].max_epochs is None
     assert airbench.precision == "auto" and plans["text_bilstm"].precision == "float32"

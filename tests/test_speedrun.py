@@ -247,8 +247,12 @@ def test_the_recipe_follows_the_data():
     assert speedrun.recipe_for(7_200, (32, 32)) == ("muon", 250)
     assert speedrun.recipe_for(1_800, 32) == ("muon", 62)
     assert speedrun.recipe_for(100, 32) == ("muon", 62)
-    assert speedrun.recipe_for(45_000, (64, 64)) == ("sgd", speedrun.BATCH_SIZE)
-    assert speedrun.recipe_for(7_200, (28, 40)) == ("sgd", speedrun.BATCH_SIZE)
+    # Larger images up to 64x64: as many pixels a batch as 2,000 of 32x32, then halved alike.
+    assert speedrun.recipe_for(45_000, (64, 64)) == ("muon", 500)
+    assert speedrun.recipe_for(5_821, 64) == ("muon", 250)
+    assert speedrun.recipe_for(7_200, (28, 40)) == ("muon", 228)  # 1,828 a batch, halved
+    assert speedrun.recipe_for(45_000, (64, 65)) == ("sgd", speedrun.BATCH_SIZE)
+    assert speedrun.recipe_for(7_200, 224) == ("sgd", speedrun.BATCH_SIZE)
     with pytest.raises(ValueError, match="n_train=0"):
         speedrun.recipe_for(0)
 
