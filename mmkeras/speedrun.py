@@ -115,10 +115,10 @@ def recipe_for(n_train, image_size=None):
     n_train = check_positive_int("n_train", n_train)
     batch_size = MUON_BATCH_SIZE
     if image_size is not None:
-        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)[:2]
-        if height * width > MUON_MAX_PIXELS:
+        pixels = training.image_pixels(image_size)
+        if pixels > MUON_MAX_PIXELS:
             return "sgd", BATCH_SIZE
-        batch_size = min(batch_size, MUON_BATCH_PIXELS // (height * width))
+        batch_size = min(batch_size, MUON_BATCH_PIXELS // pixels)
     while batch_size // 2 >= MUON_MIN_BATCH and n_train < batch_size * MUON_MIN_STEPS:
         batch_size //= 2
     return "muon", batch_size

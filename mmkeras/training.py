@@ -84,6 +84,12 @@ def compile_settings(model, learning_rate=1e-3, aux_loss_weights=None, steps_per
     )
 
 
+def image_pixels(image_size):
+    """Pixels of one image of `image_size`: a side (square images) or (H, W, ...)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)[:2]
+    return height * width
+
+
 def cosine_schedule(peak, epochs, n_train, batch_size):
     """Cosine decay from `peak` to 1% of it over all the steps of an `epochs`-long fit."""
     steps = epochs * int(np.ceil(n_train / batch_size))

@@ -239,7 +239,7 @@ def test_planned_epochs_follow_the_data():
 
 
 def test_the_recipe_follows_the_data():
-    # Muon on images <= 32x32: at its published batch where an epoch has >= 20 steps of it,
+    # Muon on images <= 64x64: at its published batch where an epoch has >= 20 steps of it,
     # else the batch halved until one does (never below MUON_MIN_BATCH); SGD on larger images.
     assert speedrun.recipe_for(45_000, (32, 32)) == ("muon", 2000)
     assert speedrun.recipe_for(500_000) == ("muon", 2000)

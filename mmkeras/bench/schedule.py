@@ -28,6 +28,7 @@ import math
 import keras
 
 from mmkeras.bench.config import DEFAULT_BATCH_SIZE, SEED_BATCH_SIZE
+from mmkeras.training import image_pixels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +79,9 @@ def plan_schedule(family, n_train, image_size, *, preferred=DEFAULT_BATCH_SIZE, 
     if (epochs is None or batch_size is None) and (not isinstance(n_train, int) or n_train < 1):
         raise ValueError(f"`n_train` must be an int >= 1. Received n_train={n_train!r}.")
     if batch_size is None or epochs is None:
-        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)[:2]
+        pixels = image_pixels(image_size)
         ceiling = preferred  # the largest batch the images allow
-        while ceiling > MIN_BATCH and ceiling * height * width > MAX_BATCH_PIXELS:
+        while ceiling > MIN_BATCH and ceiling * pixels > MAX_BATCH_PIXELS:
             ceiling //= 2
     if batch_size is None:
         batch_size = ceiling

@@ -145,6 +145,7 @@ def _train_by_speedrun(model, plan, ds, config, curve, stopper, watchers):
     model, history, stats = speedrun.fit_speedrun(
         model, ds, epochs=plan.epochs, seed=config.seed, class_weight=config.class_weight,
         callbacks=callbacks_for(config, plan.name, watchers), verbose=2,
+        # (a spent budget leaves a deadline of 0 s: the fewest epochs, as the deadline would)
         time_limit=max(deadline.seconds, 1e-3) if deadline is not None else None, optimizer=plan.optimizer or "sgd")
     if deadline is not None:  # what the budget records of the row's stop
         deadline.stopped_after = stats["schedule_shortened_to"]
